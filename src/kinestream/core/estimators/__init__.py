@@ -1,0 +1,1 @@
+"""Acceleration estimators: one small protocol, three methods."""

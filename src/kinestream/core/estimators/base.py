@@ -1,0 +1,56 @@
+"""The estimator protocol shared by ``kalman``, ``polyfit`` and ``difference``.
+
+Streaming: one object per vehicle, ``update(ts, speed_mps)`` then read the returned
+``Estimate``. Batch: a module-level ``estimate_batch`` per method over whole arrays that gives
+the same numbers (within 1e-9 relative) as feeding the same readings one at a time.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+class Estimate(NamedTuple):
+    acceleration_mps2: float | None
+    acceleration_sigma_mps2: float | None
+    jerk_mps3: float | None
+
+
+class Prediction(NamedTuple):
+    """Expected speed at a time, for the physics step check; ``sigma_mps`` may be 0."""
+
+    speed_mps: float
+    sigma_mps: float
+
+
+class AccelerationEstimator(Protocol):
+    def predict(self, ts: float) -> Prediction | None:
+        """Speed expected at ``ts`` from history alone; ``None`` before the first reading."""
+
+    def update(self, ts: float, speed_mps: float) -> Estimate:
+        """Take one accepted reading (``ts`` strictly after the previous one)."""
+
+    def restart(self) -> None:
+        """Forget history (a gap too long to bridge)."""
+
+    def state(self) -> tuple[float, ...]:
+        """Everything needed to resume, as plain floats (persisted by the host)."""
+
+    def load_state(self, state: tuple[float, ...]) -> None:
+        """Resume from ``state()``."""
+
+
+class BatchEstimate(NamedTuple):
+    """Per-reading arrays; NaN where the streaming path would give ``None``."""
+
+    acceleration_mps2: FloatArray
+    acceleration_sigma_mps2: FloatArray
+    jerk_mps3: FloatArray
+    predicted_speed_mps: FloatArray
+    predicted_sigma_mps: FloatArray

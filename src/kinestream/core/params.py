@@ -1,0 +1,47 @@
+"""Tracker parameters: plain, frozen, validated once at the edge (config.py) and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Method(StrEnum):
+    KALMAN = "kalman"
+    POLYFIT = "polyfit"
+    DIFFERENCE = "difference"
+
+
+@dataclass(frozen=True, slots=True)
+class EstimatorParams:
+    method: Method = Method.KALMAN
+    # Kalman: white-jerk power spectral density (m²/s⁵) and speed measurement noise (m/s).
+    kalman_jerk_psd_m2ps5: float = 1.0
+    kalman_speed_sigma_mps: float = 0.2
+    # Polyfit: causal quadratic over this trailing time window (s).
+    polyfit_window_s: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerParams:
+    estimator: EstimatorParams = EstimatorParams()
+    # Ordering: hold readings this long in event time to reorder them (0 = as they arrive).
+    reorder_bound_s: float = 0.0
+    duplicate_memory: int = 16
+    # Validation.
+    min_speed_mps: float = -0.5  # between this and 0 is sensor noise: clamped to 0
+    max_speed_mps: float = 120.0
+    max_accel_mps2: float = 15.0
+    step_noise_allowance_mps: float = 1.5
+    # Gaps.
+    min_gap_s: float = 5.0
+    max_gap_s: float = 120.0
+    # Trips.
+    trip_start_speed_mps: float = 2.0
+    trip_stop_speed_mps: float = 0.5
+    trip_end_stop_s: float = 180.0
+    # Harsh events (light-vehicle defaults: GPS Insight's published thresholds).
+    harsh_acceleration_g: float = 0.37
+    harsh_braking_g: float = 0.38
+    harsh_min_duration_s: float = 0.5
+    harsh_exit_fraction: float = 0.8  # hysteresis: an event ends below this share of the threshold

@@ -1,0 +1,1 @@
+"""Adapters around the core: payload decoding, logs, MQTT, metrics, state store."""
