@@ -1,1 +1,55 @@
-"""Acceleration estimators: one small protocol, three methods."""
+"""Acceleration estimators: one small protocol, three methods.
+
+``make_estimator(params)`` builds the streaming estimator for one vehicle;
+``estimate_batch_for(params)`` returns the matching whole-array function, and
+``estimate_batch(ts, speed_mps, restart_before, params)`` calls it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kinestream.core.estimators import difference
+from kinestream.core.estimators.base import (
+    AccelerationEstimator,
+    BatchEstimate,
+    BoolArray,
+    Estimate,
+    FloatArray,
+    Prediction,
+)
+from kinestream.core.params import EstimatorParams, Method
+
+BatchFunction = Callable[[FloatArray, FloatArray, BoolArray, EstimatorParams], BatchEstimate]
+
+__all__ = [
+    "AccelerationEstimator",
+    "BatchEstimate",
+    "BatchFunction",
+    "Estimate",
+    "Prediction",
+    "estimate_batch",
+    "estimate_batch_for",
+    "make_estimator",
+]
+
+
+def make_estimator(params: EstimatorParams) -> AccelerationEstimator:
+    """A fresh streaming estimator (one per vehicle) for the configured method."""
+    if params.method is Method.DIFFERENCE:
+        return difference.DifferenceEstimator()
+    raise NotImplementedError(f"estimator method {params.method.value!r} is not built yet")
+
+
+def estimate_batch_for(params: EstimatorParams) -> BatchFunction:
+    """The module-level ``estimate_batch`` of the configured method."""
+    if params.method is Method.DIFFERENCE:
+        return difference.estimate_batch
+    raise NotImplementedError(f"estimator method {params.method.value!r} is not built yet")
+
+
+def estimate_batch(
+    ts: FloatArray, speed_mps: FloatArray, restart_before: BoolArray, params: EstimatorParams
+) -> BatchEstimate:
+    """Run the configured method over whole arrays (see ``base.BatchEstimate``)."""
+    return estimate_batch_for(params)(ts, speed_mps, restart_before, params)

@@ -1,0 +1,97 @@
+"""``difference``: plain backward differences, the semantics of Telegraf, Kapacitor and Flux.
+
+acceleration_i = (v_i - v_{i-1}) / (t_i - t_{i-1}) and jerk_i = (a_i - a_{i-1}) / (t_i - t_{i-1}),
+i.e. the same derivative applied twice to the series as those tools would do when chained.
+Nothing exists for the first reading after a restart (no acceleration) nor for the second
+(no jerk). The prediction of the next speed is simply the last speed, with sigma 0.
+
+A timestamp that does not advance (the tracker never sends one, but the estimator must not
+crash on it) restarts the history, in the streaming and the batch path alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kinestream.core.estimators.base import (
+    BatchEstimate,
+    BoolArray,
+    Estimate,
+    FloatArray,
+    Prediction,
+)
+from kinestream.core.params import EstimatorParams
+
+_NONE = Estimate(None, None, None)
+_NAN = math.nan
+
+
+class DifferenceEstimator:
+    """Backward Δv/Δt for one vehicle; state is three floats (NaN where nothing is known)."""
+
+    __slots__ = ("_accel_mps2", "_speed_mps", "_ts")
+
+    def __init__(self) -> None:
+        self._ts = _NAN
+        self._speed_mps = _NAN
+        self._accel_mps2 = _NAN
+
+    def predict(self, ts: float) -> Prediction | None:
+        if math.isnan(self._ts):  # no reading since the last restart
+            return None
+        return Prediction(self._speed_mps, 0.0)
+
+    def update(self, ts: float, speed_mps: float) -> Estimate:
+        dt_s = ts - self._ts
+        if not dt_s > 0.0:  # first reading (NaN) or a timestamp that does not advance
+            self._ts, self._speed_mps, self._accel_mps2 = ts, speed_mps, _NAN
+            return _NONE
+        accel = (speed_mps - self._speed_mps) / dt_s
+        previous_accel = self._accel_mps2
+        self._ts, self._speed_mps, self._accel_mps2 = ts, speed_mps, accel
+        if math.isnan(previous_accel):
+            return Estimate(accel, None, None)
+        return Estimate(accel, None, (accel - previous_accel) / dt_s)
+
+    def restart(self) -> None:
+        self._ts = self._speed_mps = self._accel_mps2 = _NAN
+
+    def state(self) -> tuple[float, ...]:
+        return (self._ts, self._speed_mps, self._accel_mps2)
+
+    def load_state(self, state: tuple[float, ...]) -> None:
+        self._ts, self._speed_mps, self._accel_mps2 = (float(x) for x in state)
+
+
+def estimate_batch(
+    ts: FloatArray,
+    speed_mps: FloatArray,
+    restart_before: BoolArray,
+    params: EstimatorParams | None = None,
+) -> BatchEstimate:
+    """The streaming arithmetic over whole arrays: same operations, so identical numbers."""
+    ts = np.asarray(ts, dtype=np.float64)
+    speed_mps = np.asarray(speed_mps, dtype=np.float64)
+    n = ts.shape[0]
+    accel = np.full(n, np.nan)
+    jerk = np.full(n, np.nan)
+    predicted = np.full(n, np.nan)
+    if n == 0:
+        return BatchEstimate(accel, np.full(0, np.nan), jerk, predicted, np.full(0, np.nan))
+    with np.errstate(all="ignore"):
+        dt_s = np.diff(ts)
+        fresh = np.asarray(restart_before, dtype=bool).copy()
+        fresh[0] = True
+        # A non-advancing timestamp restarts, exactly as in the streaming class.
+        fresh[1:] |= ~(dt_s > 0.0)
+        has_prev = ~fresh[1:]
+        accel[1:] = np.where(has_prev, (speed_mps[1:] - speed_mps[:-1]) / dt_s, np.nan)
+        jerk[1:] = np.where(has_prev, (accel[1:] - accel[:-1]) / dt_s, np.nan)
+    # The prediction only needs a previous speed: a non-advancing timestamp keeps one.
+    remembers = ~np.asarray(restart_before, dtype=bool)
+    remembers[0] = False
+    predicted[1:] = np.where(remembers[1:], speed_mps[:-1], np.nan)
+    predicted_sigma = np.where(remembers, 0.0, np.nan)
+    return BatchEstimate(accel, np.full(n, np.nan), jerk, predicted, predicted_sigma)
