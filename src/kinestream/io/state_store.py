@@ -1,0 +1,180 @@
+"""SQLite checkpoints of tracker state, and the lock that gives one daemon a state directory.
+
+One row per vehicle: the tracker's opaque state blob, the last kinematics record (JSON, for
+``kinestream state show`` and for re-publishing retained state), the vehicle's last event time
+and the wall time its last reading arrived (so ticks resume correctly after a restart). The
+``meta`` table records which write-ahead-log segments a checkpoint covers; the checkpoint and
+that number are committed in one transaction, so a crash leaves either the old or the new pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from kinestream.errors import KinestreamError
+
+DB_NAME = "state.sqlite3"
+LOCK_NAME = "lock"
+WAL_DIR_NAME = "wal"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vehicles (
+    vehicle_id TEXT PRIMARY KEY,
+    state BLOB NOT NULL,
+    last_record BLOB,
+    last_ts REAL,
+    received_at REAL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+"""
+_UPSERT = (
+    "INSERT INTO vehicles (vehicle_id, state, last_record, last_ts, received_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(vehicle_id) DO UPDATE SET state = excluded.state, "
+    "last_record = excluded.last_record, last_ts = excluded.last_ts, "
+    "received_at = excluded.received_at"
+)
+
+
+class StateDirLockedError(KinestreamError):
+    """Another process (a running daemon) holds the state directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVehicle:
+    vehicle_id: str
+    state: bytes
+    last_record: bytes | None  # the last kinematics record, JSON
+    last_ts: float | None
+    received_at: float | None  # wall time the last reading arrived
+
+
+class StateStore:
+    """Checkpoints in ``<state_dir>/state.sqlite3``.
+
+    ``save`` may run in a worker thread while the event loop reads: each thread gets its own
+    connection (SQLite's WAL journal lets a reader and one writer work at once).
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / DB_NAME
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._connection().executescript(_SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed checkpoint survives power loss, because the log segments it
+            # covers are deleted right after the commit.
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute("PRAGMA busy_timeout=5000")
+            self._local.connection = connection
+            with self._connections_lock:
+                self._connections.append(connection)
+        return connection
+
+    def save(self, vehicles: Iterable[StoredVehicle], wal_generation: int | None = None) -> int:
+        """Upsert vehicles (and the first log segment not covered) in one transaction."""
+        rows = [(v.vehicle_id, v.state, v.last_record, v.last_ts, v.received_at) for v in vehicles]
+        connection = self._connection()
+        with connection:
+            connection.executemany(_UPSERT, rows)
+            if wal_generation is not None:
+                connection.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('wal_generation', ?)",
+                    (wal_generation,),
+                )
+        return len(rows)
+
+    def wal_generation(self) -> int:
+        """The first log segment the last checkpoint does not cover (0: replay everything)."""
+        row = (
+            self._connection()
+            .execute("SELECT value FROM meta WHERE key = 'wal_generation'")
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def load(self, vehicle_id: str) -> StoredVehicle | None:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT vehicle_id, state, last_record, last_ts, received_at FROM vehicles "
+                "WHERE vehicle_id = ?",
+                (vehicle_id,),
+            )
+            .fetchone()
+        )
+        return StoredVehicle(*row) if row else None
+
+    def recent(self, limit: int) -> Iterator[StoredVehicle]:
+        """Vehicles whose last reading arrived most recently first (what to load on start)."""
+        cursor = self._connection().execute(
+            "SELECT vehicle_id, state, last_record, last_ts, received_at FROM vehicles "
+            "ORDER BY received_at DESC LIMIT ?",
+            (limit,),
+        )
+        for row in cursor:
+            yield StoredVehicle(*row)
+
+    def list_ids(self) -> list[str]:
+        rows = self._connection().execute("SELECT vehicle_id FROM vehicles ORDER BY vehicle_id")
+        return [row[0] for row in rows]
+
+    def count(self) -> int:
+        return int(self._connection().execute("SELECT count(*) FROM vehicles").fetchone()[0])
+
+    def delete(self, vehicle_id: str) -> bool:
+        connection = self._connection()
+        with connection:
+            cursor = connection.execute("DELETE FROM vehicles WHERE vehicle_id = ?", (vehicle_id,))
+        return cursor.rowcount > 0
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+def lock_state_dir(state_dir: Path) -> IO[str]:
+    """Take the state directory for this process (flock, released when the process dies).
+
+    Raises ``StateDirLockedError`` naming the holder's pid when a daemon already has it. Keep the
+    returned file open for as long as the directory is in use.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = (state_dir / LOCK_NAME).open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StateDirLockedError(
+            f"state directory {str(state_dir)!r} is in use by another kinestream process "
+            f"(pid {holder}); stop it first"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def release_state_dir(handle: IO[str]) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    handle.close()
