@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kinestream.core.estimators import difference
+from kinestream.core.estimators import difference, kalman
 from kinestream.core.estimators.base import (
     AccelerationEstimator,
     BatchEstimate,
@@ -36,6 +36,8 @@ __all__ = [
 
 def make_estimator(params: EstimatorParams) -> AccelerationEstimator:
     """A fresh streaming estimator (one per vehicle) for the configured method."""
+    if params.method is Method.KALMAN:
+        return kalman.KalmanEstimator.from_params(params)
     if params.method is Method.DIFFERENCE:
         return difference.DifferenceEstimator()
     raise NotImplementedError(f"estimator method {params.method.value!r} is not built yet")
@@ -43,6 +45,8 @@ def make_estimator(params: EstimatorParams) -> AccelerationEstimator:
 
 def estimate_batch_for(params: EstimatorParams) -> BatchFunction:
     """The module-level ``estimate_batch`` of the configured method."""
+    if params.method is Method.KALMAN:
+        return kalman.estimate_batch
     if params.method is Method.DIFFERENCE:
         return difference.estimate_batch
     raise NotImplementedError(f"estimator method {params.method.value!r} is not built yet")
