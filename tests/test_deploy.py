@@ -8,9 +8,12 @@ with the shipped config, and the dashboard only queries metrics that kinestream 
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,7 @@ DASHBOARD = REPO / "config" / "grafana" / "dashboards" / "kinestream.json"
 PROVISIONING = REPO / "config" / "grafana" / "provisioning"
 DATASOURCES = PROVISIONING / "datasources" / "prometheus.yml"
 DASHBOARD_PROVIDERS = PROVISIONING / "dashboards" / "kinestream.yml"
+MOSQUITTO_DIR = REPO / "config" / "mosquitto"
 EXPECTED_SERVICES = {"mosquitto", "kinestream", "simulator", "prometheus", "grafana"}
 
 
@@ -179,3 +183,57 @@ def test_promtool_accepts_the_prometheus_config():
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _mosquitto_config_in_use(compose: dict) -> Path:
+    """The repo file behind the `-c` path of the mosquitto service's command."""
+    service = compose["services"]["mosquitto"]
+    container_path = service["command"][service["command"].index("-c") + 1]
+    for source, target in _bind_mounts(service):
+        if container_path.startswith(target + "/"):
+            return source / container_path.removeprefix(target + "/")
+    raise AssertionError(f"{container_path} is not mounted from the repo")
+
+
+def _local_variant(config_text: str, port: int, data_dir: Path) -> str:
+    """The shipped config with only what must differ here: a free loopback port, a temporary
+    persistence directory, and the current user (as root mosquitto would drop to `mosquitto`,
+    which cannot write the temporary directory)."""
+    replacements = {
+        "listener": f"listener {port} 127.0.0.1",
+        "persistence_location": f"persistence_location {data_dir}/",
+    }
+    lines = [replacements.get(line.split(" ")[0], line) for line in config_text.splitlines()]
+    lines.append(f"user {pwd.getpwuid(os.getuid()).pw_name}")
+    return "\n".join(lines) + "\n"
+
+
+def test_mosquitto_starts_with_the_shipped_config(compose, tmp_path):
+    """Mosquitto accepts the compose config (every option valid for this version) and serves
+    MQTT to an anonymous client, as the daemon and the simulator connect."""
+    from kinestream.io.broker import find_mosquitto, free_port, mqtt_handshake_ok
+
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.skip("mosquitto not installed (Debian package mosquitto; .ci/run installs it)")
+    config = _mosquitto_config_in_use(compose)
+    assert config.parent == MOSQUITTO_DIR
+    port = free_port()
+    local = tmp_path / "mosquitto.conf"
+    local.write_text(_local_variant(config.read_text(encoding="utf-8"), port, tmp_path))
+    broker = subprocess.Popen(
+        [binary, "-c", str(local)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 10.0
+        while broker.poll() is None and not mqtt_handshake_ok("127.0.0.1", port):
+            assert time.monotonic() < deadline, "mosquitto did not answer CONNECT within 10 s"
+            time.sleep(0.1)
+        assert broker.poll() is None, f"mosquitto exited: {broker.communicate()[0]}"
+    finally:
+        broker.terminate()
+        try:
+            broker.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            broker.kill()
+            broker.wait()
