@@ -1,0 +1,197 @@
+"""Recorded logs: JSON Lines, one MQTT message per line, read by ``process``/``replay``.
+
+A line is ``{"t": <receive time, epoch s>, "topic": "vehicles/<id>/speed", "payload": "<text>"}``,
+or ``"payload_b64"`` instead of ``"payload"`` when the bytes are not UTF-8. Hand-written logs
+may put a JSON object, array or number straight into ``"payload"``. A bad line never stops a
+reader: it is skipped, counted and kept with its line number in ``bad_lines``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, NamedTuple, Self, cast
+
+import msgspec
+
+from kinestream.core.records import RejectReason
+
+__all__ = ["BadLine", "LogReader", "LogWriter", "Message", "open_binary"]
+
+# (t, topic, payload): one MQTT message as it was received.
+Message = tuple[float, str, bytes]
+
+
+class BadLine(NamedTuple):
+    """A line (or CSV row) that could not be read; ``line_number`` counts from 1."""
+
+    line_number: int
+    reason: RejectReason
+    message: str
+
+
+class _LogLine(msgspec.Struct, omit_defaults=True, gc=False):
+    t: float
+    topic: str
+    payload: str | None = None
+    payload_b64: str | None = None
+
+
+_LINE_DECODER = msgspec.json.Decoder(_LogLine)
+_PLAIN_DECODER = msgspec.json.Decoder()
+_ENCODER = msgspec.json.Encoder()
+_EXCERPT_CHARS = 80
+
+
+def open_binary(path: Path, mode: str = "rb") -> IO[bytes]:
+    """Open a file, transparently gzip-compressed when its name ends in ``.gz``."""
+    if path.suffix == ".gz":
+        return gzip.open(path, mode)  # type: ignore[return-value]
+    return path.open(mode)
+
+
+class LogReader:
+    """Iterate a recorded log as ``(t, topic, payload_bytes)``; bad lines go to ``bad_lines``.
+
+    ``bytes_read`` follows the iteration (uncompressed bytes), for a progress bar.
+    """
+
+    def __init__(self, source: Path | IO[bytes]) -> None:
+        self._source = source
+        self.bad_lines: list[BadLine] = []
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[Message]:
+        if isinstance(self._source, Path):
+            with open_binary(self._source) as file:
+                yield from self._messages(file)
+        else:
+            yield from self._messages(self._source)
+
+    def _messages(self, file: IO[bytes]) -> Iterator[Message]:
+        for line_number, line in enumerate(file, start=1):
+            self.bytes_read += len(line)
+            try:
+                record = _LINE_DECODER.decode(line)
+            except msgspec.DecodeError:  # includes ValidationError; blank lines land here too
+                message = _read_loosely(line, line_number, self.bad_lines)
+                if message is not None:
+                    yield message
+                continue
+            if record.payload is not None and record.payload_b64 is None:
+                yield record.t, record.topic, _utf8(record.payload)
+            else:
+                message = _message_of(record, line_number, self.bad_lines)
+                if message is not None:
+                    yield message
+
+
+def _read_loosely(line: bytes, line_number: int, bad_lines: list[BadLine]) -> Message | None:
+    """The slow path: blank lines, payloads given as JSON values, and explaining bad lines."""
+    if not line.strip():
+        return None
+    try:
+        value = _PLAIN_DECODER.decode(line)
+    except msgspec.DecodeError as error:
+        bad_lines.append(_bad(line_number, RejectReason.MALFORMED_PAYLOAD, f"not JSON ({error})"))
+        return None
+    problem = _line_problem(value)
+    if problem is not None:
+        bad_lines.append(_bad(line_number, *problem))
+        return None
+    fields = cast(dict[str, Any], value)  # _line_problem made sure it is an object
+    payload = fields.get("payload")
+    if payload is not None and type(payload) is not str:  # a hand-written JSON value
+        payload = _ENCODER.encode(payload).decode()
+    record = _LogLine(float(fields["t"]), fields["topic"], payload, fields.get("payload_b64"))
+    return _message_of(record, line_number, bad_lines)
+
+
+def _line_problem(value: object) -> tuple[RejectReason, str] | None:
+    if type(value) is not dict:
+        return RejectReason.MALFORMED_PAYLOAD, f"line is {_excerpt(value)}, not an object"
+    t = value.get("t")
+    if type(t) not in (int, float) or not -1e300 < t < 1e300:
+        return RejectReason.INVALID_TIMESTAMP, f"'t' is {_excerpt(t)}, not a number (epoch s)"
+    if type(value.get("topic")) is not str:
+        return RejectReason.INVALID_TOPIC, f"'topic' is {_excerpt(value.get('topic'))}, not text"
+    b64 = value.get("payload_b64")
+    if b64 is not None and type(b64) is not str:
+        return RejectReason.MALFORMED_PAYLOAD, f"'payload_b64' is {_excerpt(b64)}, not text"
+    return None
+
+
+def _message_of(record: _LogLine, line_number: int, bad_lines: list[BadLine]) -> Message | None:
+    """The message of a typed line that has anything but exactly one plain-text payload."""
+    if (record.payload is None) == (record.payload_b64 is None):
+        problem = "both 'payload' and 'payload_b64'" if record.payload else "no payload"
+        bad_lines.append(_bad(line_number, RejectReason.MALFORMED_PAYLOAD, f"line has {problem}"))
+        return None
+    if record.payload is not None:
+        return record.t, record.topic, _utf8(record.payload)
+    try:
+        payload = base64.b64decode(record.payload_b64 or "", validate=True)
+    except binascii.Error as error:
+        excerpt = _excerpt(record.payload_b64)
+        message = f"'payload_b64' {excerpt} is not base64 ({error})"
+        bad_lines.append(_bad(line_number, RejectReason.MALFORMED_PAYLOAD, message))
+        return None
+    return record.t, record.topic, payload
+
+
+def _utf8(text: str) -> bytes:
+    # A JSON string may hold a lone surrogate escape ("\\ud800"): keep the bytes, and let the
+    # payload decoder refuse them as not UTF-8, instead of crashing here.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _bad(line_number: int, reason: RejectReason, message: str) -> BadLine:
+    return BadLine(line_number, reason, f"line {line_number}: {message}")
+
+
+def _excerpt(value: object) -> str:
+    text = _ENCODER.encode(value).decode()
+    return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "..."
+
+
+class LogWriter:
+    """Append MQTT messages to a JSON Lines log, the format ``LogReader`` reads back.
+
+    Payloads that are valid UTF-8 are stored as text (readable, greppable), others as
+    ``payload_b64``. Writes are buffered: call ``flush()`` when a line must be on disk.
+    """
+
+    def __init__(self, target: Path | IO[bytes]) -> None:
+        self._owned = isinstance(target, Path)
+        self._file: IO[bytes] = open_binary(target, "ab") if isinstance(target, Path) else target
+
+    def append_message(self, t: float, topic: str, payload: bytes) -> None:
+        try:
+            line = _LogLine(t, topic, payload=payload.decode())
+        except UnicodeDecodeError:
+            line = _LogLine(t, topic, payload_b64=base64.b64encode(payload).decode("ascii"))
+        self._file.write(_ENCODER.encode(line) + b"\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._owned:
+            self._file.close()
+        else:
+            self._file.flush()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
