@@ -237,3 +237,21 @@ def test_mosquitto_starts_with_the_shipped_config(compose, tmp_path):
         except subprocess.TimeoutExpired:
             broker.kill()
             broker.wait()
+
+
+def exported_sample_names() -> set[str]:
+    """Every sample name a fresh daemon's registry exposes (labelled series start at zero)."""
+    metrics = pytest.importorskip("kinestream.io.metrics", reason="kinestream.io.metrics not built")
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = generate_latest(metrics.make_registry(metrics.Metrics())).decode()
+    return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_dashboard_queries_only_metrics_kinestream_exports():
+    """Each kinestream_* name in a dashboard query is a series the daemon's registry serves, so
+    no panel stays empty because of a typo or a rename."""
+    queried = dashboard_metric_names()
+    assert len(queried) >= 8
+    assert queried - exported_sample_names() == set()
