@@ -255,3 +255,21 @@ def test_dashboard_queries_only_metrics_kinestream_exports():
     queried = dashboard_metric_names()
     assert len(queried) >= 8
     assert queried - exported_sample_names() == set()
+
+
+def test_daemon_environment_is_valid_configuration(compose, monkeypatch):
+    """The KINESTREAM_* variables compose sets are real settings keys and take effect: metrics
+    on 0.0.0.0, the broker service as the broker, the state volume as the state dir."""
+    from kinestream.config import load_settings
+
+    for name in [n for n in os.environ if n.startswith("KINESTREAM_")]:
+        monkeypatch.delenv(name)
+    service = compose["services"]["kinestream"]
+    for name, value in service["environment"].items():
+        monkeypatch.setenv(name, str(value))
+    settings = load_settings()
+    assert settings.metrics.bind == "0.0.0.0"
+    assert (settings.mqtt.host, settings.mqtt.port) == ("mosquitto", 1883)
+    assert settings.mqtt.client_id == "kinestream-compose"
+    state_mount = next(v for v in service["volumes"] if v.startswith("kinestream-state:"))
+    assert str(settings.state.dir) == state_mount.split(":")[1]
