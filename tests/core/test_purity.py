@@ -1,6 +1,7 @@
 """The core stays sans-I/O: importing it pulls in no event loop, network, MQTT or metrics."""
 
 import ast
+import os
 import pathlib
 import subprocess
 import sys
@@ -68,8 +69,10 @@ def test_importing_core_loads_no_io_module():
     probe = (
         f"import sys\nfor m in {modules!r}: __import__(m)\nprint('\\n'.join(sorted(sys.modules)))\n"
     )
+    # The child must import this checkout's sources, installed or not.
+    env = {**os.environ, "PYTHONPATH": str(CORE_DIR.parent.parent)}
     loaded = subprocess.run(
-        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True, env=env
     ).stdout.split()
     network_or_io = {
         "asyncio",

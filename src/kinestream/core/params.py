@@ -28,11 +28,16 @@ class TrackerParams:
     # Ordering: hold readings this long in event time to reorder them (0 = as they arrive).
     reorder_bound_s: float = 0.0
     duplicate_memory: int = 16
-    # Validation.
+    # Validation. Event times before min_timestamp_s (2000-01-01) are refused; at or above
+    # max_timestamp_s (year 5138 in seconds, 1973 in milliseconds) they look like milliseconds.
+    # Offline inputs with relative times (drive cycles starting at 0 s) lower min_timestamp_s.
+    min_timestamp_s: float = 946_684_800.0
+    max_timestamp_s: float = 1e11
     min_speed_mps: float = -0.5  # between this and 0 is sensor noise: clamped to 0
     max_speed_mps: float = 120.0
     max_accel_mps2: float = 15.0
     step_noise_allowance_mps: float = 1.5
+    step_noise_sigmas: float = 3.0  # plus this many prediction sigmas (fast noisy sensors)
     # Gaps.
     min_gap_s: float = 5.0
     max_gap_s: float = 120.0

@@ -1,0 +1,51 @@
+"""Thresholds derived from ``TrackerParams`` once per configuration, not once per reading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from kinestream.core.params import TrackerParams
+from kinestream.core.units import STANDARD_GRAVITY_MPS2
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    params: TrackerParams
+    reorder_bound_s: float
+    min_gap_s: float
+    max_gap_s: float
+    max_accel_mps2: float
+    step_allowance_mps: float
+    step_sigmas: float
+    trip_start_speed_mps: float
+    trip_stop_speed_mps: float
+    trip_end_stop_s: float
+    harsh_enter_accel_mps2: float  # positive
+    harsh_exit_accel_mps2: float
+    harsh_enter_brake_mps2: float  # negative: braking is acceleration below this
+    harsh_exit_brake_mps2: float
+    harsh_min_duration_s: float
+
+
+@lru_cache(maxsize=8)
+def prepare(params: TrackerParams) -> Prepared:
+    enter_accel = params.harsh_acceleration_g * STANDARD_GRAVITY_MPS2
+    enter_brake = -params.harsh_braking_g * STANDARD_GRAVITY_MPS2
+    return Prepared(
+        params=params,
+        reorder_bound_s=params.reorder_bound_s,
+        min_gap_s=params.min_gap_s,
+        max_gap_s=params.max_gap_s,
+        max_accel_mps2=params.max_accel_mps2,
+        step_allowance_mps=params.step_noise_allowance_mps,
+        step_sigmas=params.step_noise_sigmas,
+        trip_start_speed_mps=params.trip_start_speed_mps,
+        trip_stop_speed_mps=params.trip_stop_speed_mps,
+        trip_end_stop_s=params.trip_end_stop_s,
+        harsh_enter_accel_mps2=enter_accel,
+        harsh_exit_accel_mps2=enter_accel * params.harsh_exit_fraction,
+        harsh_enter_brake_mps2=enter_brake,
+        harsh_exit_brake_mps2=enter_brake * params.harsh_exit_fraction,
+        harsh_min_duration_s=params.harsh_min_duration_s,
+    )
