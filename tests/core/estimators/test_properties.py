@@ -16,7 +16,7 @@ from kinestream.core.params import EstimatorParams, Method
 from .helpers import assert_same, run_streaming
 from .strategies import reading_sequences, wild_sequences
 
-METHODS = [Method.DIFFERENCE, Method.KALMAN]
+METHODS = list(Method)
 
 
 @pytest.mark.parametrize("method", METHODS)

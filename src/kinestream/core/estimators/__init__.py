@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kinestream.core.estimators import difference, kalman
+from kinestream.core.estimators import difference, kalman, polyfit
 from kinestream.core.estimators.base import (
     AccelerationEstimator,
     BatchEstimate,
@@ -38,18 +38,18 @@ def make_estimator(params: EstimatorParams) -> AccelerationEstimator:
     """A fresh streaming estimator (one per vehicle) for the configured method."""
     if params.method is Method.KALMAN:
         return kalman.KalmanEstimator.from_params(params)
-    if params.method is Method.DIFFERENCE:
-        return difference.DifferenceEstimator()
-    raise NotImplementedError(f"estimator method {params.method.value!r} is not built yet")
+    if params.method is Method.POLYFIT:
+        return polyfit.PolyfitEstimator.from_params(params)
+    return difference.DifferenceEstimator()
 
 
 def estimate_batch_for(params: EstimatorParams) -> BatchFunction:
     """The module-level ``estimate_batch`` of the configured method."""
     if params.method is Method.KALMAN:
         return kalman.estimate_batch
-    if params.method is Method.DIFFERENCE:
-        return difference.estimate_batch
-    raise NotImplementedError(f"estimator method {params.method.value!r} is not built yet")
+    if params.method is Method.POLYFIT:
+        return polyfit.estimate_batch
+    return difference.estimate_batch
 
 
 def estimate_batch(
