@@ -25,11 +25,16 @@ class VehicleRow:
     trip_distance_m: float | None = None
     trips_completed: int = 0
     receive_times: deque[float] = field(default_factory=deque)
+    first_received_at: float | None = None
 
     def rate_per_s(self, now: float, window_s: float) -> float:
+        """Records per second over the last window_s (or since the first, if more recent)."""
         while self.receive_times and self.receive_times[0] <= now - window_s:
             self.receive_times.popleft()
-        return len(self.receive_times) / window_s
+        if self.first_received_at is None:
+            return 0.0
+        span_s = min(window_s, now - self.first_received_at)
+        return len(self.receive_times) / span_s if span_s >= 1.0 else 0.0
 
 
 def _number(value: object) -> float | None:
@@ -63,6 +68,8 @@ class FleetView:
         row.trip_id = trip_id if isinstance(trip_id, str) else None
         row.trip_distance_m = _number(record.get("trip_distance_m"))
         row.receive_times.append(received_at)
+        if row.first_received_at is None:
+            row.first_received_at = received_at
         self.kinematics_received += 1
 
     def on_trip(self, record: object) -> None:
