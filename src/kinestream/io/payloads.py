@@ -102,17 +102,24 @@ def decode_speed_samples(
         decoded = _TYPED_DECODER.decode(payload)
     except msgspec.DecodeError:  # includes ValidationError: let the slow path explain it
         return _decode_explaining(payload, vehicle_id, received_at, default_unit)
-    if type(decoded) is float:  # the common bare-number case, without the generic loop
-        factor = _MPS_PER_UNIT_TEXT[default_unit.value]
-        return [(received_at, decoded * factor, _RECEIVE_TIME_FLAGS)], []
     if type(decoded) is _SpeedObject:
-        return _collect(
-            [decoded], _struct_fields, vehicle_id, received_at, default_unit, in_batch=False
-        )
-    if not decoded:
+        # The hot path (one object, numeric ts, a known unit or none) without the generic loop.
+        ts, unit = decoded.ts, decoded.unit
+        factor = _MPS_PER_UNIT_TEXT[default_unit] if unit is None else _MPS_PER_UNIT_TEXT.get(unit)
+        if type(ts) is float and factor is not None:
+            return [(ts, decoded.speed * factor, _NO_FLAGS)], []
+        decoded, in_batch = [decoded], False
+    elif type(decoded) is float:
+        factor = _MPS_PER_UNIT_TEXT[default_unit]
+        return [(received_at, decoded * factor, _RECEIVE_TIME_FLAGS)], []
+    elif not decoded:
         message = "payload is an empty array"
         return [], [_rejection(vehicle_id, None, RejectReason.MALFORMED_PAYLOAD, message)]
-    return _collect(decoded, _struct_fields, vehicle_id, received_at, default_unit, in_batch=True)
+    else:
+        in_batch = True
+    return _collect(
+        decoded, _struct_fields, vehicle_id, received_at, default_unit, in_batch=in_batch
+    )
 
 
 Fields = tuple[float | str | None, float, str | None]  # (ts, speed, unit) once type-checked
@@ -158,7 +165,7 @@ def _sample(
     default_unit: SpeedUnit,
 ) -> Sample:
     """The one place where typed fields become a sample: units, and the missing-ts rule."""
-    factor = _MPS_PER_UNIT_TEXT[default_unit.value] if unit is None else _factor(unit)
+    factor = _MPS_PER_UNIT_TEXT[default_unit] if unit is None else _factor(unit)
     if ts is None:
         return (received_at, speed * factor, _RECEIVE_TIME_FLAGS)
     if type(ts) is str:

@@ -1,0 +1,92 @@
+"""Offline throughput: `process` end to end on a JSON Lines log, in readings per second.
+
+Writes a recorded log (V vehicles driving the UDDS cycle at 1 Hz, staggered starts, the
+payload shape devices send: {"ts", "speed", "unit"}), then times, per method:
+  parse   - reading the log and decoding every payload (the floor: no core)
+  process - `kinestream.offline.process_inputs` end to end (log -> core -> summaries)
+Medians of --repeats runs. Run by hand: python benchmarks/process_throughput.py [--readings N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from kinestream.core.params import EstimatorParams, Method, TrackerParams
+from kinestream.core.units import SpeedUnit
+from kinestream.io.csv_input import CsvSpeedReader
+from kinestream.io.logs import LogReader, LogWriter
+from kinestream.io.payloads import decode_speed_samples, vehicle_id_from_topic
+from kinestream.offline import InputOptions, process_inputs
+
+UDDS = Path(__file__).resolve().parents[1] / "tests" / "data" / "cycles" / "udds.csv"
+START_TS = 1767225600.0
+
+
+def write_log(path: Path, readings: int, vehicles: int) -> int:
+    speeds = [speed for _, speed, _ in CsvSpeedReader(UDDS).samples()]
+    per_vehicle = readings // vehicles
+    written = 0
+    with LogWriter(path) as writer:
+        for step in range(per_vehicle):  # interleaved like a live fleet
+            for vehicle in range(vehicles):
+                ts = START_TS + step + vehicle * 0.001
+                speed = speeds[(step + vehicle * 37) % len(speeds)]
+                payload = b'{"ts":%r,"speed":%r,"unit":"m/s"}' % (ts, speed)
+                writer.append_message(ts + 0.05, f"vehicles/v{vehicle:05d}/speed", payload)
+                written += 1
+    return written
+
+
+def parse_only(path: Path) -> int:
+    count = 0
+    unit = SpeedUnit.METRES_PER_SECOND
+    for t, topic, payload in LogReader(path):
+        vehicle = vehicle_id_from_topic(topic, "vehicles")
+        samples, _ = decode_speed_samples(payload, vehicle, t, unit)  # type: ignore[arg-type]
+        count += len(samples)
+    return count
+
+
+def process(path: Path, method: Method) -> int:
+    params = TrackerParams(estimator=EstimatorParams(method=method))
+    result = process_inputs([path], InputOptions(), params)
+    return sum(s.readings + s.rejected + s.duplicates for s in result.summaries.values())
+
+
+def median_rate(run, repeats: int) -> tuple[float, int]:
+    rates = []
+    count = 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        count = run()
+        rates.append(count / (time.perf_counter() - started))
+    return statistics.median(rates), count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=500_000)
+    parser.add_argument("--vehicles", type=int, default=1_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", default="difference,kalman,polyfit")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fleet.jsonl"
+        written = write_log(path, args.readings, args.vehicles)
+        size_mb = path.stat().st_size / 1e6
+        print(f"log: {written:,} readings, {args.vehicles:,} vehicles, {size_mb:.1f} MB")
+        print(f"{'stage':<22}{'readings/s':>14}")
+        rate, _ = median_rate(lambda: parse_only(path), args.repeats)
+        print(f"{'parse (no core)':<22}{rate:>14,.0f}")
+        for name in args.methods.split(","):
+            rate, count = median_rate(lambda m=Method(name): process(path, m), args.repeats)
+            assert count == written, (count, written)
+            print(f"{'process ' + name:<22}{rate:>14,.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""``kinestream process``: recorded logs or CSV files through the core, offline.
+
+``-o OUT`` writes the kinematics records (JSON Lines, or CSV when OUT ends in ``.csv``);
+``--summary`` prints one compact JSON object per vehicle to stdout. Lines and topics that
+belong to no vehicle are reported on stderr (counted, with the first few line numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import tzinfo
+from pathlib import Path
+from typing import IO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from kinestream.core.params import EstimatorParams, Method, TrackerParams
+from kinestream.core.records import Kinematics
+from kinestream.core.units import SpeedUnit, parse_unit
+from kinestream.errors import KinestreamError, UsageError
+from kinestream.io.csv_input import EPOCH_2000_S, CsvOptions
+from kinestream.io.payloads import parse_timestamp
+from kinestream.offline import (
+    InputOptions,
+    Problem,
+    ProcessResult,
+    check_inputs,
+    process_inputs,
+)
+
+KINEMATICS_FIELDS = (
+    "vehicle_id",
+    "ts",
+    "speed_mps",
+    "acceleration_mps2",
+    "acceleration_sigma_mps2",
+    "jerk_mps3",
+    "distance_m",
+    "trip_id",
+    "trip_distance_m",
+    "flags",
+)
+_SHOWN_PROBLEMS = 5
+_BAR_WIDTH = 30
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "process",
+        help="process recorded logs (.jsonl) or CSV files offline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help=".jsonl or .csv")
+    parser.add_argument("-o", "--output", type=Path, help="kinematics records: .jsonl or .csv")
+    parser.add_argument("--summary", action="store_true", help="one JSON object per vehicle")
+    parser.add_argument("--method", choices=[m.value for m in Method], default=Method.KALMAN.value)
+    parser.add_argument(
+        "--default-unit", type=_unit, default=SpeedUnit.METRES_PER_SECOND, metavar="UNIT",
+        help="unit of payloads and CSV speeds that name none (m/s, km/h, mph, kn; default m/s)",
+    )  # fmt: skip
+    parser.add_argument("--topic-prefix", default="vehicles", help="topics are PREFIX/<id>/speed")
+    group = parser.add_argument_group("CSV inputs")
+    group.add_argument("--time-column", help="default: recognised (cycSecs, timestamp, ts, ...)")
+    group.add_argument("--speed-column", help="default: recognised (cycMps, speed_mph, speed...)")
+    group.add_argument("--speed-unit", type=_unit, metavar="UNIT", help="default: from the name")
+    group.add_argument("--vehicle-id", help="default: the file's stem")
+    group.add_argument(
+        "--timezone", type=_zone, default=ZoneInfo("UTC"), metavar="ZONE",
+        help="IANA zone of ISO times without an offset (default UTC)",
+    )  # fmt: skip
+    group.add_argument(
+        "--time-origin", type=_origin, default=EPOCH_2000_S, metavar="TIME",
+        help="where numeric times before 2000 (a cycle's 0..N s) start "
+        "(RFC 3339 or epoch s; default 2000-01-01T00:00:00Z)",
+    )  # fmt: skip
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_inputs(args.inputs)
+    if args.output is None and not args.summary:
+        raise UsageError("nothing to do: give -o OUT and/or --summary")
+    options = _input_options(args)
+    params = TrackerParams(estimator=EstimatorParams(method=Method(args.method)))
+    progress = _Progress(sum(p.stat().st_size for p in args.inputs)) if _is_tty() else None
+    with _kinematics_writer(args.output) as write:
+        result = process_inputs(
+            args.inputs,
+            options,
+            params,
+            on_kinematics=write,
+            on_progress=progress.update if progress else None,
+        )
+    if progress:
+        progress.done()
+    _report_problems(result.problems)
+    if args.summary:
+        _print_summaries(result)
+    return 0
+
+
+def _input_options(args: argparse.Namespace) -> InputOptions:
+    csv_options = CsvOptions(
+        time_column=args.time_column,
+        speed_column=args.speed_column,
+        speed_unit=args.speed_unit,
+        vehicle_id=args.vehicle_id,
+        timezone=args.timezone,
+        time_origin_s=args.time_origin,
+        default_unit=args.default_unit,
+    )
+    return InputOptions(
+        csv=csv_options, default_unit=args.default_unit, topic_prefix=args.topic_prefix
+    )
+
+
+def _unit(text: str) -> SpeedUnit:
+    try:
+        return parse_unit(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _zone(text: str) -> tzinfo:
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown time zone {text!r} (IANA name)") from None
+
+
+def _origin(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_timestamp(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _print_summaries(result: ProcessResult) -> None:
+    encode = msgspec.json.encode
+    out = sys.stdout.buffer
+    for summary in result.summaries.values():
+        out.write(encode(summary.to_json()) + b"\n")
+    out.flush()
+
+
+def _report_problems(problems: Sequence[Problem]) -> None:
+    """Count what belongs to no vehicle on stderr, with the first few, never silently."""
+    if not problems:
+        return
+    print(f"kinestream process: {len(problems)} lines or topics skipped:", file=sys.stderr)
+    for problem in problems[:_SHOWN_PROBLEMS]:
+        print(f"  {problem}", file=sys.stderr)
+    if len(problems) > _SHOWN_PROBLEMS:
+        print(f"  ... and {len(problems) - _SHOWN_PROBLEMS} more", file=sys.stderr)
+
+
+@contextmanager
+def _kinematics_writer(path: Path | None) -> Iterator[Callable[[Kinematics], object] | None]:
+    """A function writing one kinematics record to ``path`` (JSON Lines, or CSV by name)."""
+    if path is None:
+        yield None
+        return
+    is_csv = path.name.lower().endswith(".csv")
+    try:
+        file = path.open("w", newline="", encoding="utf-8") if is_csv else path.open("wb")
+    except OSError as error:
+        raise KinestreamError(f"cannot write {path}: {error.strerror}") from None
+    with file:
+        yield _csv_writer(file) if is_csv else _jsonl_writer(file)  # type: ignore[arg-type]
+
+
+def _jsonl_writer(file: IO[bytes]) -> Callable[[Kinematics], object]:
+    encode = msgspec.json.Encoder().encode
+    write = file.write
+    return lambda record: write(encode(record) + b"\n")
+
+
+def _csv_writer(file: IO[str]) -> Callable[[Kinematics], object]:
+    writer = csv.writer(file)
+    writer.writerow(KINEMATICS_FIELDS)
+
+    def write(record: Kinematics) -> None:
+        writer.writerow(
+            (
+                record.vehicle_id,
+                repr(record.ts),
+                repr(record.speed_mps),
+                _cell(record.acceleration_mps2),
+                _cell(record.acceleration_sigma_mps2),
+                _cell(record.jerk_mps3),
+                repr(record.distance_m),
+                record.trip_id or "",
+                _cell(record.trip_distance_m),
+                ";".join(record.flags),
+            )
+        )
+
+    return write
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
+def _is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self._total_bytes = max(total_bytes, 1)
+        self._started = time.monotonic()
+
+    def update(self, readings: int, bytes_done: int) -> None:
+        fraction = min(bytes_done / self._total_bytes, 1.0)
+        filled = round(fraction * _BAR_WIDTH)
+        rate = readings / max(time.monotonic() - self._started, 1e-9)
+        bar = "#" * filled + " " * (_BAR_WIDTH - filled)
+        line = f"\rprocess [{bar}] {fraction:4.0%} {readings:,} readings, {rate:,.0f}/s"
+        print(line, end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        print(file=sys.stderr)

@@ -1,0 +1,346 @@
+"""Offline processing: recorded logs and CSV files through the core, with per-vehicle summaries.
+
+The Python API behind ``kinestream process`` (and the inputs of ``replay`` and ``plot``).
+Inputs are read in the order given, each in file order, exactly as the daemon would have
+received them: a log's payloads go through the same decoder and the same receive-time check
+(``max_future_s``) as live messages.
+
+Nothing read ever disappears silently: every reading ends as a kinematics record, a rejection
+or a duplicate of its vehicle; what cannot be tied to a vehicle (an unreadable line, a bad
+topic) is kept in ``ProcessResult.problems`` with its file and line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from kinestream.core.fleet import Fleet
+from kinestream.core.params import TrackerParams
+from kinestream.core.records import (
+    Duplicate,
+    HarshEvent,
+    Kinematics,
+    Reading,
+    Record,
+    Rejection,
+    RejectReason,
+    TripSummary,
+)
+from kinestream.core.units import SpeedUnit
+from kinestream.core.validation import check_not_future
+from kinestream.errors import UsageError
+from kinestream.io.csv_input import CsvOptions, CsvSpeedReader
+from kinestream.io.logs import BadLine, LogReader, Message
+from kinestream.io.payloads import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    decode_speed_samples,
+    vehicle_id_from_topic,
+)
+
+__all__ = [
+    "InputOptions",
+    "Problem",
+    "ProcessResult",
+    "VehicleSummary",
+    "input_kind",
+    "input_messages",
+    "process_inputs",
+]
+
+LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".log")
+CSV_SUFFIXES = (".csv",)
+DEFAULT_MAX_FUTURE_S = 10.0
+_PROGRESS_EVERY = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class InputOptions:
+    """How inputs are read (the CSV options apply to every CSV input)."""
+
+    csv: CsvOptions = field(default_factory=CsvOptions)
+    default_unit: SpeedUnit = SpeedUnit.METRES_PER_SECOND
+    topic_prefix: str = "vehicles"
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    max_future_s: float = DEFAULT_MAX_FUTURE_S
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something read that belongs to no vehicle: an unreadable line, a refused topic."""
+
+    path: Path
+    line_number: int | None
+    reason: RejectReason
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def input_kind(path: Path) -> Literal["log", "csv"]:
+    """``"log"`` or ``"csv"`` from the file name (``.gz`` allowed on top); else UsageError."""
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(LOG_SUFFIXES):
+        return "log"
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    known = ", ".join(LOG_SUFFIXES + CSV_SUFFIXES)
+    raise UsageError(f"{path}: cannot tell the input format from the name (use {known})")
+
+
+def check_inputs(paths: Sequence[Path]) -> None:
+    """Fail early (UsageError) on an input that does not exist or has an unknown format."""
+    if not paths:
+        raise UsageError("no input given")
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+        input_kind(path)
+
+
+def input_messages(
+    path: Path, options: InputOptions, problems: list[Problem] | None = None
+) -> Iterator[Message]:
+    """An input as recorded MQTT messages ``(t, topic, payload)``, for ``replay``.
+
+    A CSV row becomes ``{"ts", "speed", "unit"}`` received at its own ts. Unreadable lines
+    and rows are appended to ``problems`` once the iteration is over.
+    """
+    if input_kind(path) == "log":
+        reader = LogReader(path)
+        yield from reader
+        bad = reader.bad_lines
+    else:
+        csv_reader = CsvSpeedReader(path, _csv_options(options))
+        yield from csv_reader.messages(options.topic_prefix)
+        bad = csv_reader.bad_rows
+    if problems is not None:
+        problems.extend(Problem(path, b.line_number, b.reason, b.message) for b in bad)
+
+
+# --- Arrivals: what the core is fed, in input order -----------------------------------
+
+# (vehicle_id, ts, speed_mps, flags, received_at); received_at is NaN for CSV rows, which
+# have no receive time, so the future check does not apply to them.
+Arrival = tuple[str, float, float, tuple[str, ...], float]
+
+
+class _Sources:
+    """Reads inputs into arrivals; refusals go to the vehicle (``rejected``) or ``problems``."""
+
+    def __init__(self, options: InputOptions, on_rejection: Callable[[Rejection], None]) -> None:
+        self.options = options
+        self.problems: list[Problem] = []
+        self._on_rejection = on_rejection
+        self.bytes_read = 0  # of the current log, for progress
+
+    def arrivals(self, path: Path) -> Iterator[Arrival]:
+        if input_kind(path) == "log":
+            yield from self._log_arrivals(path)
+        else:
+            yield from self._csv_arrivals(path)
+
+    def _log_arrivals(self, path: Path) -> Iterator[Arrival]:
+        options = self.options
+        prefix, unit, limit = options.topic_prefix, options.default_unit, options.max_payload_bytes
+        reject = self._on_rejection
+        reader = LogReader(path)
+        self.bytes_read = 0
+        vehicle_of: dict[str, str | Rejection] = {}
+        for t, topic, payload in reader:
+            vehicle = vehicle_of.get(topic)
+            if vehicle is None:
+                vehicle = vehicle_of[topic] = vehicle_id_from_topic(topic, prefix)
+            if type(vehicle) is not str:
+                self.problems.append(Problem(path, None, vehicle.reason, vehicle.message))
+                continue
+            samples, rejections = decode_speed_samples(
+                payload, vehicle, t, unit, max_payload_bytes=limit
+            )
+            for rejection in rejections:
+                reject(rejection)
+            for ts, speed_mps, flags in samples:
+                yield vehicle, ts, speed_mps, flags, t
+            self.bytes_read = reader.bytes_read
+        self.problems.extend(_problems(path, reader.bad_lines))
+
+    def _csv_arrivals(self, path: Path) -> Iterator[Arrival]:
+        reader = CsvSpeedReader(path, _csv_options(self.options))
+        vehicle = reader.vehicle_id
+        nan = math.nan
+        for ts, speed_mps, flags in reader.samples():
+            yield vehicle, ts, speed_mps, flags, nan
+        for bad in reader.bad_rows:  # rows of a CSV belong to its vehicle: count them there
+            self._on_rejection(Rejection(vehicle, None, bad.reason, f"{path}: {bad.message}"))
+
+
+def _csv_options(options: InputOptions) -> CsvOptions:
+    csv = options.csv
+    if csv.default_unit is options.default_unit:
+        return csv
+    return CsvOptions(
+        time_column=csv.time_column,
+        speed_column=csv.speed_column,
+        speed_unit=csv.speed_unit,
+        vehicle_id=csv.vehicle_id,
+        timezone=csv.timezone,
+        time_origin_s=csv.time_origin_s,
+        default_unit=options.default_unit,
+    )
+
+
+def _problems(path: Path, bad_lines: Iterable[BadLine]) -> list[Problem]:
+    return [Problem(path, b.line_number, b.reason, b.message) for b in bad_lines]
+
+
+# --- Summaries -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class VehicleSummary:
+    """What ``--summary`` prints for one vehicle; the maxima cover every accepted reading."""
+
+    vehicle_id: str
+    readings: int = 0  # accepted (one kinematics record each)
+    rejected: int = 0
+    duplicates: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+    distance_m: float = 0.0
+    max_speed_mps: float | None = None
+    max_acceleration_mps2: float | None = None
+    max_deceleration_mps2: float | None = None
+    harsh_events: int = 0
+    trips: list[TripSummary] = field(default_factory=list)
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+
+    def add_kinematics(self, record: Kinematics) -> None:
+        self.readings += 1
+        if self.first_ts is None:
+            self.first_ts = record.ts
+        self.last_ts = record.ts
+        self.distance_m = record.distance_m
+        speed = record.speed_mps
+        if self.max_speed_mps is None or speed > self.max_speed_mps:
+            self.max_speed_mps = speed
+        accel = record.acceleration_mps2
+        if accel is not None:
+            if self.max_acceleration_mps2 is None or accel > self.max_acceleration_mps2:
+                self.max_acceleration_mps2 = accel
+            if self.max_deceleration_mps2 is None or accel < self.max_deceleration_mps2:
+                self.max_deceleration_mps2 = accel
+
+    def add_rejection(self, rejection: Rejection) -> None:
+        self.rejected += 1
+        self.rejected_by_reason[rejection.reason.value] += 1
+
+    @property
+    def duration_s(self) -> float:
+        if self.first_ts is None or self.last_ts is None:
+            return 0.0
+        return self.last_ts - self.first_ts
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--summary`` object: units in names, ``null`` where no value exists."""
+        return {
+            "vehicle_id": self.vehicle_id,
+            "readings": self.readings,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "duration_s": self.duration_s,
+            "distance_m": self.distance_m,
+            "max_speed_mps": self.max_speed_mps,
+            "max_acceleration_mps2": self.max_acceleration_mps2,
+            "max_deceleration_mps2": self.max_deceleration_mps2,
+            "harsh_events": self.harsh_events,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "trips": self.trips,
+        }
+
+
+@dataclass(slots=True)
+class ProcessResult:
+    summaries: dict[str, VehicleSummary]
+    problems: list[Problem]
+
+
+class _Collector:
+    """Turns the core's records into summaries and hands kinematics to the caller."""
+
+    def __init__(self, on_kinematics: Callable[[Kinematics], None] | None) -> None:
+        self.summaries: dict[str, VehicleSummary] = {}
+        self._on_kinematics = on_kinematics
+
+    def summary(self, vehicle_id: str) -> VehicleSummary:
+        summary = self.summaries.get(vehicle_id)
+        if summary is None:
+            summary = self.summaries[vehicle_id] = VehicleSummary(vehicle_id)
+        return summary
+
+    def add(self, records: list[Record]) -> None:
+        for record in records:
+            if type(record) is Kinematics:
+                self.summary(record.vehicle_id).add_kinematics(record)
+                if self._on_kinematics is not None:
+                    self._on_kinematics(record)
+            else:
+                self._add_other(record)
+
+    def _add_other(self, record: Record) -> None:
+        if isinstance(record, Rejection):
+            self.reject(record)
+        elif isinstance(record, Duplicate):
+            self.summary(record.vehicle_id).duplicates += 1
+        elif isinstance(record, TripSummary):
+            self.summary(record.vehicle_id).trips.append(record)
+        elif isinstance(record, HarshEvent):
+            self.summary(record.vehicle_id).harsh_events += 1
+
+    def reject(self, rejection: Rejection) -> None:
+        self.summary(rejection.vehicle_id or "").add_rejection(rejection)
+
+
+# --- The run ---------------------------------------------------------------------------
+
+
+def process_inputs(
+    paths: Sequence[Path],
+    options: InputOptions = InputOptions(),
+    params: TrackerParams | None = None,
+    *,
+    on_kinematics: Callable[[Kinematics], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ProcessResult:
+    """Run every input through one Fleet, in order; then close each vehicle's last trip.
+
+    ``on_kinematics`` receives each kinematics record as it is made (``-o``);
+    ``on_progress`` receives the readings and input bytes done so far, every few thousand.
+    """
+    check_inputs(paths)
+    collector = _Collector(on_kinematics)
+    sources = _Sources(options, collector.reject)
+    fleet = Fleet(params or TrackerParams())
+    update, add = fleet.update, collector.add
+    max_future_s = options.max_future_s
+    count = 0
+    bytes_done = 0
+    for path in paths:
+        for vehicle_id, ts, speed_mps, flags, received_at in sources.arrivals(path):
+            reading = Reading(vehicle_id, ts, speed_mps, flags)
+            too_early = check_not_future(reading, received_at, max_future_s)
+            add(update(reading) if too_early is None else [too_early])
+            count += 1
+            if on_progress is not None and count % _PROGRESS_EVERY == 0:
+                on_progress(count, bytes_done + sources.bytes_read)
+        bytes_done += path.stat().st_size
+    for vehicle_id in list(fleet.vehicle_ids()):
+        add(fleet.finish(vehicle_id))
+    summaries = dict(sorted(collector.summaries.items()))
+    return ProcessResult(summaries, sources.problems)
