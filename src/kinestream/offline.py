@@ -157,7 +157,9 @@ class _Sources:
             if vehicle is None:
                 vehicle = vehicle_of[topic] = vehicle_id_from_topic(topic, prefix)
             if type(vehicle) is not str:
-                self.problems.append(Problem(path, None, vehicle.reason, vehicle.message))
+                line = reader.line_number
+                message = f"line {line}: {vehicle.message}"
+                self.problems.append(Problem(path, line, vehicle.reason, message))
                 continue
             samples, rejections = decode_speed_samples(
                 payload, vehicle, t, unit, max_payload_bytes=limit

@@ -57,13 +57,15 @@ def open_binary(path: Path, mode: str = "rb") -> IO[bytes]:
 class LogReader:
     """Iterate a recorded log as ``(t, topic, payload_bytes)``; bad lines go to ``bad_lines``.
 
-    ``bytes_read`` follows the iteration (uncompressed bytes), for a progress bar.
+    ``line_number`` (of the last message yielded) and ``bytes_read`` (uncompressed) follow
+    the iteration, for messages about a message and for a progress bar.
     """
 
     def __init__(self, source: Path | IO[bytes]) -> None:
         self._source = source
         self.bad_lines: list[BadLine] = []
         self.bytes_read = 0
+        self.line_number = 0
 
     def __iter__(self) -> Iterator[Message]:
         if isinstance(self._source, Path):
@@ -75,6 +77,7 @@ class LogReader:
     def _messages(self, file: IO[bytes]) -> Iterator[Message]:
         for line_number, line in enumerate(file, start=1):
             self.bytes_read += len(line)
+            self.line_number = line_number
             try:
                 record = _LINE_DECODER.decode(line)
             except msgspec.DecodeError:  # includes ValidationError; blank lines land here too
