@@ -83,7 +83,8 @@ def main() -> None:
         rate, _ = median_rate(lambda: parse_only(path), args.repeats)
         print(f"{'parse (no core)':<22}{rate:>14,.0f}")
         for name in args.methods.split(","):
-            rate, count = median_rate(lambda m=Method(name): process(path, m), args.repeats)
+            method = Method(name)
+            rate, count = median_rate(lambda m=method: process(path, m), args.repeats)
             assert count == written, (count, written)
             print(f"{'process ' + name:<22}{rate:>14,.0f}")
 
