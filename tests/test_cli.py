@@ -1,5 +1,7 @@
 """The CLI's contract: --version, exit codes."""
 
+import os
+import pathlib
 import subprocess
 import sys
 
@@ -19,8 +21,14 @@ def test_version_flag_prints_version(capsys):
 
 def test_python_dash_m_runs_the_cli():
     """`python -m kinestream --help` works and lists the commands."""
+    src_dir = pathlib.Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src_dir)}
     result = subprocess.run(
-        [sys.executable, "-m", "kinestream", "--help"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "kinestream", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
     assert result.returncode == 0
     assert "kinestream" in result.stdout
