@@ -61,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("-o", "--output", type=Path, help="kinematics records: .jsonl or .csv")
     parser.add_argument("--summary", action="store_true", help="one JSON object per vehicle")
     parser.add_argument("--method", choices=[m.value for m in Method], default=Method.KALMAN.value)
+    add_input_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """The input flags ``process`` shares with ``replay`` (and ``plot``)."""
     parser.add_argument(
         "--default-unit", type=_unit, default=SpeedUnit.METRES_PER_SECOND, metavar="UNIT",
         help="unit of payloads and CSV speeds that name none (m/s, km/h, mph, kn; default m/s)",
@@ -80,14 +86,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="where numeric times before 2000 (a cycle's 0..N s) start "
         "(RFC 3339 or epoch s; default 2000-01-01T00:00:00Z)",
     )  # fmt: skip
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     check_inputs(args.inputs)
     if args.output is None and not args.summary:
         raise UsageError("nothing to do: give -o OUT and/or --summary")
-    options = _input_options(args)
+    options = input_options(args)
     params = TrackerParams(estimator=EstimatorParams(method=Method(args.method)))
     progress = _Progress(sum(p.stat().st_size for p in args.inputs)) if _is_tty() else None
     with _kinematics_writer(args.output) as write:
@@ -106,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _input_options(args: argparse.Namespace) -> InputOptions:
+def input_options(args: argparse.Namespace) -> InputOptions:
     csv_options = CsvOptions(
         time_column=args.time_column,
         speed_column=args.speed_column,
