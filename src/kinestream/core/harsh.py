@@ -13,7 +13,16 @@ from __future__ import annotations
 
 from array import array
 
-from kinestream.core import layout
+from kinestream.core.layout import (
+    HARSH_LAST_TS,
+    HARSH_PEAK,
+    HARSH_START_SPEED,
+    HARSH_START_TS,
+    HARSH_STATE,
+    TRIP_HARSH_ACCELERATIONS,
+    TRIP_HARSH_BRAKINGS,
+    TRIP_STATE,
+)
 from kinestream.core.prepared import Prepared
 from kinestream.core.records import HarshEvent
 from kinestream.core.trips import IDLE
@@ -26,7 +35,7 @@ HARSH_BRAKING = "harsh_braking"
 
 def ends(slots: array[float], accel_mps2: float | None, p: Prepared) -> bool:
     """True when this reading's acceleration ends the event in progress."""
-    state = slots[layout.HARSH_STATE]
+    state = slots[HARSH_STATE]
     if state == NONE:
         return False
     if accel_mps2 is None:
@@ -48,13 +57,13 @@ def extend_or_begin(  # noqa: PLR0917 (hot path: positional is cheaper)
 
     Call after ``ends`` (and ``finish`` when it said so), with the interval's start.
     """
-    state = slots[layout.HARSH_STATE]
+    state = slots[HARSH_STATE]
     if state == ACCELERATING:
-        slots[layout.HARSH_LAST_TS] = ts
-        slots[layout.HARSH_PEAK] = max(slots[layout.HARSH_PEAK], accel_mps2)
+        slots[HARSH_LAST_TS] = ts
+        slots[HARSH_PEAK] = max(slots[HARSH_PEAK], accel_mps2)
     elif state == BRAKING:
-        slots[layout.HARSH_LAST_TS] = ts
-        slots[layout.HARSH_PEAK] = min(slots[layout.HARSH_PEAK], accel_mps2)
+        slots[HARSH_LAST_TS] = ts
+        slots[HARSH_PEAK] = min(slots[HARSH_PEAK], accel_mps2)
     elif accel_mps2 >= p.harsh_enter_accel_mps2:
         _begin(slots, ACCELERATING, ts, accel_mps2, start_ts, start_speed_mps)
     elif accel_mps2 <= p.harsh_enter_brake_mps2:
@@ -69,40 +78,38 @@ def _begin(  # noqa: PLR0917 (hot path)
     start_ts: float,
     start_speed_mps: float,
 ) -> None:
-    slots[layout.HARSH_STATE] = state
-    slots[layout.HARSH_START_TS] = start_ts
-    slots[layout.HARSH_START_SPEED] = start_speed_mps
-    slots[layout.HARSH_PEAK] = accel_mps2
-    slots[layout.HARSH_LAST_TS] = ts
+    slots[HARSH_STATE] = state
+    slots[HARSH_START_TS] = start_ts
+    slots[HARSH_START_SPEED] = start_speed_mps
+    slots[HARSH_PEAK] = accel_mps2
+    slots[HARSH_LAST_TS] = ts
 
 
 def active(slots: array[float]) -> bool:
-    return slots[layout.HARSH_STATE] != NONE
+    return slots[HARSH_STATE] != NONE
 
 
 def finish(
     slots: array[float], p: Prepared, vehicle_id: str, trip_id: str | None
 ) -> HarshEvent | None:
     """End the event in progress; it is reported (and counted in the open trip) if long enough."""
-    state = slots[layout.HARSH_STATE]
-    slots[layout.HARSH_STATE] = NONE
+    state = slots[HARSH_STATE]
+    slots[HARSH_STATE] = NONE
     if state == NONE:
         return None
-    start_ts = slots[layout.HARSH_START_TS]
-    end_ts = slots[layout.HARSH_LAST_TS]
+    start_ts = slots[HARSH_START_TS]
+    end_ts = slots[HARSH_LAST_TS]
     if end_ts - start_ts < p.harsh_min_duration_s:
         return None
     accelerating = state == ACCELERATING
-    if slots[layout.TRIP_STATE] != IDLE:
-        slots[layout.TRIP_HARSH_ACCELERATIONS if accelerating else layout.TRIP_HARSH_BRAKINGS] += (
-            1.0
-        )
+    if slots[TRIP_STATE] != IDLE:
+        slots[TRIP_HARSH_ACCELERATIONS if accelerating else TRIP_HARSH_BRAKINGS] += 1.0
     return HarshEvent(
         vehicle_id=vehicle_id,
         type=HARSH_ACCELERATION if accelerating else HARSH_BRAKING,
         start_ts=start_ts,
         end_ts=end_ts,
-        peak_g=slots[layout.HARSH_PEAK] / STANDARD_GRAVITY_MPS2,
-        speed_at_start_mps=slots[layout.HARSH_START_SPEED],
-        trip_id=trip_id if slots[layout.TRIP_STATE] != IDLE else None,
+        peak_g=slots[HARSH_PEAK] / STANDARD_GRAVITY_MPS2,
+        speed_at_start_mps=slots[HARSH_START_SPEED],
+        trip_id=trip_id if slots[TRIP_STATE] != IDLE else None,
     )

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
 from kinestream.core.params import TrackerParams
 from kinestream.core.units import STANDARD_GRAVITY_MPS2
 
+_LARGEST = sys.float_info.max
+
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
     params: TrackerParams
+    # Validation bounds, finite so that one chained comparison also rejects ±inf and NaN.
+    min_ts: float
+    max_ts: float
+    min_speed_mps: float
+    max_speed_mps: float
     reorder_bound_s: float
     min_gap_s: float
     max_gap_s: float
@@ -34,6 +42,10 @@ def prepare(params: TrackerParams) -> Prepared:
     enter_brake = -params.harsh_braking_g * STANDARD_GRAVITY_MPS2
     return Prepared(
         params=params,
+        min_ts=max(params.min_timestamp_s, -_LARGEST),
+        max_ts=min(params.max_timestamp_s, _LARGEST),
+        min_speed_mps=max(params.min_speed_mps, -_LARGEST),
+        max_speed_mps=min(params.max_speed_mps, _LARGEST),
         reorder_bound_s=params.reorder_bound_s,
         min_gap_s=params.min_gap_s,
         max_gap_s=params.max_gap_s,

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -62,6 +63,47 @@ class Kinematics:
     trip_id: str | None
     trip_distance_m: float | None
     flags: tuple[str, ...]
+
+
+class _MutableKinematics:
+    """Same slots as ``Kinematics``, built by plain attribute stores, then re-classed.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` (about
+    3 µs for ten fields on CPython 3.11, the largest single cost of a reading); plain stores
+    into the same slots cost a third of that. The object becomes a true, frozen ``Kinematics``
+    before anyone sees it. ``tests/core/test_records.py`` keeps the two layouts in step.
+    """
+
+    __slots__ = Kinematics.__slots__
+
+    def __init__(  # noqa: PLR0917 (mirrors the dataclass's positional constructor)
+        self,
+        vehicle_id: str,
+        ts: float,
+        speed_mps: float,
+        acceleration_mps2: float | None,
+        acceleration_sigma_mps2: float | None,
+        jerk_mps3: float | None,
+        distance_m: float,
+        trip_id: str | None,
+        trip_distance_m: float | None,
+        flags: tuple[str, ...],
+    ) -> None:
+        self.vehicle_id = vehicle_id
+        self.ts = ts
+        self.speed_mps = speed_mps
+        self.acceleration_mps2 = acceleration_mps2
+        self.acceleration_sigma_mps2 = acceleration_sigma_mps2
+        self.jerk_mps3 = jerk_mps3
+        self.distance_m = distance_m
+        self.trip_id = trip_id
+        self.trip_distance_m = trip_distance_m
+        self.flags = flags
+        self.__class__ = Kinematics  # type: ignore[assignment]
+
+
+make_kinematics: Callable[..., Kinematics] = _MutableKinematics  # type: ignore[assignment]
+"""Build a ``Kinematics`` (same positional arguments) at a third of the cost: the hot path."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,15 +18,29 @@ import math
 from operator import attrgetter
 
 from kinestream.core import codec, harsh, layout, trips
-from kinestream.core.estimators import AccelerationEstimator, make_estimator
-from kinestream.core.integrator import compensated, neumaier_add
+from kinestream.core.estimators import AccelerationEstimator, Prediction, make_estimator
+from kinestream.core.integrator import compensated
+from kinestream.core.layout import (
+    DUP_CURSOR,
+    DUP_RING,
+    HARSH_STATE,
+    LAST_SPEED,
+    LAST_TS,
+    MAX_SEEN_TS,
+    ODO_COMP,
+    ODO_SUM,
+    TRIP_START_TS,
+    TRIP_STATE,
+    TRIP_SUM,
+)
 from kinestream.core.params import TrackerParams
 from kinestream.core.prepared import Prepared, prepare
-from kinestream.core.records import Duplicate, Kinematics, Reading, Record, Rejection
+from kinestream.core.records import Duplicate, Reading, Record, Rejection, make_kinematics
 from kinestream.core.validation import (
     CLAMPED_FLAG,
     check_reading,
     late_rejection,
+    step_bound_mps,
     step_rejection,
 )
 
@@ -57,14 +71,25 @@ class Tracker:
 
     def update(self, reading: Reading) -> list[Record]:
         """Take one reading; returns what it produced (possibly nothing while held)."""
-        rejection = check_reading(reading, self._p.params)
-        if rejection is not None:
+        p = self._p
+        ts = reading.ts
+        # One chained comparison passes every valid reading (NaN and ±inf fail it); only a
+        # reading that fails pays for finding out which rule it broke.
+        if not (
+            p.min_ts <= ts < p.max_ts and p.min_speed_mps <= reading.speed_mps <= p.max_speed_mps
+        ):
+            rejection = check_reading(reading, p.params)
+            assert rejection is not None
             return [rejection]
         out: list[Record] = []
-        if self._p.reorder_bound_s > 0.0:
+        if p.reorder_bound_s > 0.0:
             self._hold(reading, out)
+            return out
+        last_ts = self._slots[LAST_TS]
+        if ts <= last_ts:
+            out.append(self._duplicate_or_late(reading, last_ts))
         else:
-            self._admit(reading, out)
+            self._commit(reading, out)
         return out
 
     def tick(self, now_ts: float) -> list[Record]:
@@ -96,31 +121,23 @@ class Tracker:
         if trip_deadline is not None:
             candidates.append(trip_deadline)
         if harsh.active(slots):
-            candidates.append(math.nextafter(slots[layout.LAST_TS] + self._p.max_gap_s, math.inf))
+            candidates.append(math.nextafter(slots[LAST_TS] + self._p.max_gap_s, math.inf))
         if not candidates:
             return None
         return min(candidates) + self._p.reorder_bound_s
 
     # -- ordering ------------------------------------------------------------------------
 
-    def _admit(self, reading: Reading, out: list[Record]) -> None:
-        """Commit ``reading`` unless it is at or before the commit point."""
-        last_ts = self._slots[layout.LAST_TS]
-        if reading.ts <= last_ts:
-            out.append(self._duplicate_or_late(reading, last_ts))
-            return
-        self._commit(reading, out)
-
     def _duplicate_or_late(self, reading: Reading, last_ts: float) -> Record:
-        if reading.ts in self._slots[layout.DUP_RING :]:
+        if reading.ts in self._slots[DUP_RING:]:
             return Duplicate(self.vehicle_id, reading.ts)
         return late_rejection(reading, last_ts, self._p.reorder_bound_s)
 
     def _hold(self, reading: Reading, out: list[Record]) -> None:
         slots = self._slots
         ts = reading.ts
-        if ts <= slots[layout.LAST_TS]:
-            out.append(self._duplicate_or_late(reading, slots[layout.LAST_TS]))
+        if ts <= slots[LAST_TS]:
+            out.append(self._duplicate_or_late(reading, slots[LAST_TS]))
             return
         if self._held is None:
             self._held = []
@@ -130,9 +147,9 @@ class Tracker:
             out.append(Duplicate(self.vehicle_id, ts))
             return
         held.insert(position, reading)
-        if not ts <= slots[layout.MAX_SEEN_TS]:
-            slots[layout.MAX_SEEN_TS] = ts
-        self._release(slots[layout.MAX_SEEN_TS] - self._p.reorder_bound_s, out)
+        if not ts <= slots[MAX_SEEN_TS]:
+            slots[MAX_SEEN_TS] = ts
+        self._release(slots[MAX_SEEN_TS] - self._p.reorder_bound_s, out)
 
     def _release(self, horizon: float, out: list[Record]) -> None:
         held = self._held
@@ -146,7 +163,12 @@ class Tracker:
 
     # -- commit --------------------------------------------------------------------------
 
-    def _commit(self, reading: Reading, out: list[Record]) -> None:
+    def _commit(self, reading: Reading, out: list[Record]) -> None:  # noqa: PLR0912, PLR0915 (hot path)
+        """Apply one reading after the commit point: the whole per-reading computation.
+
+        Written out in one function because it runs for every reading (µs matter here); the
+        rules themselves live in validation.py, trips.py, harsh.py and integrator.py.
+        """
         p = self._p
         slots = self._slots
         ts = reading.ts
@@ -155,67 +177,80 @@ class Tracker:
         if speed < 0.0:  # validation passed it: sensor noise around standstill
             speed = 0.0
             flags = flags + _CLAMPED
-        last_ts = slots[layout.LAST_TS]
+        last_ts = slots[LAST_TS]
         dt_s = ts - last_ts  # NaN for the first reading
         continuing = dt_s <= p.max_gap_s  # False for the first reading and after a long gap
+        estimator = self._estimator
         if continuing:
-            rejection = self._step_check(reading, speed, dt_s)
-            if rejection is not None:
-                out.append(rejection)
+            prediction = estimator.predict(ts)
+            if prediction is not None and abs(speed - prediction.speed_mps) > (
+                p.max_accel_mps2 * dt_s
+                + p.step_allowance_mps
+                + p.step_sigmas * prediction.sigma_mps
+            ):
+                out.append(self._step_rejection(reading, prediction, dt_s))
                 return
-        if slots[layout.TRIP_STATE] != trips.IDLE or slots[layout.HARSH_STATE] != harsh.NONE:
+            if slots[TRIP_STATE] == trips.STOPPED:  # the only deadline a short step meets
+                self._expire(ts, out)
+        else:
             self._expire(ts, out)
-        if not continuing:
-            self._estimator.restart()
-        estimate = self._estimator.update(ts, speed)
+            estimator.restart()
+        estimate = estimator.update(ts, speed)
         accel = estimate.acceleration_mps2
-        last_speed = slots[layout.LAST_SPEED]
-        # The acceleration at a reading describes the interval ending there (harsh.py).
-        start_ts, start_speed = last_ts, last_speed
+        last_speed = slots[LAST_SPEED]
         increment_m = 0.0
         bridged = False
         if continuing:
+            # The trapezoid into the odometer, Neumaier-compensated (integrator.py, inlined).
             increment_m = 0.5 * (last_speed + speed) * dt_s
-            neumaier_add(slots, layout.ODO_SUM, increment_m)
-            if dt_s > p.min_gap_s:
-                bridged = True
+            total = slots[ODO_SUM]
+            new_total = total + increment_m
+            if total >= increment_m:  # both non-negative: abs() not needed
+                slots[ODO_COMP] += (total - new_total) + increment_m
+            else:
+                slots[ODO_COMP] += (increment_m - new_total) + total
+            slots[ODO_SUM] = new_total
+            bridged = dt_s > p.min_gap_s
+            if bridged:
                 flags = flags + _BRIDGED
-                start_ts, start_speed = ts, speed
-        else:
-            start_ts, start_speed = ts, speed
-        if accel is not None or slots[layout.HARSH_STATE] != harsh.NONE:
-            self._harsh_step(ts, accel, start_ts, start_speed, out)
+        if slots[HARSH_STATE] != harsh.NONE or (
+            accel is not None
+            and (accel >= p.harsh_enter_accel_mps2 or accel <= p.harsh_enter_brake_mps2)
+        ):
+            # The acceleration describes the interval ending here, unless that was a gap.
+            if continuing and not bridged:
+                self._harsh_step(ts, accel, last_ts, last_speed, out)
+            else:
+                self._harsh_step(ts, accel, ts, speed, out)
         if trips.step(slots, ts, speed, accel, increment_m, bridged, p):
             self._trip_id = trips.trip_id_for(self.vehicle_id, ts)
-        self._remember(ts, speed)
+        slots[LAST_TS] = ts
+        slots[LAST_SPEED] = speed
+        cursor = int(slots[DUP_CURSOR])
+        slots[DUP_RING + cursor] = ts
+        cursor += 1
+        slots[DUP_CURSOR] = 0.0 if DUP_RING + cursor == len(slots) else cursor
         trip_id = self._trip_id
         out.append(
-            Kinematics(
+            make_kinematics(
                 self.vehicle_id,
                 ts,
                 speed,
                 accel,
                 estimate.acceleration_sigma_mps2,
                 estimate.jerk_mps3,
-                compensated(slots, layout.ODO_SUM),
+                slots[ODO_SUM] + slots[ODO_COMP],
                 trip_id,
-                None if trip_id is None else compensated(slots, layout.TRIP_SUM),
+                None if trip_id is None else compensated(slots, TRIP_SUM),
                 flags,
             )
         )
 
-    def _step_check(self, reading: Reading, speed: float, dt_s: float) -> Rejection | None:
-        """Refuse a speed the vehicle cannot have reached from what the estimator predicts."""
-        prediction = self._estimator.predict(reading.ts)
-        if prediction is None:
-            return None
-        p = self._p
-        bound = (
-            p.max_accel_mps2 * dt_s + p.step_allowance_mps + p.step_sigmas * prediction.sigma_mps
-        )
-        if abs(speed - prediction.speed_mps) > bound:
-            return step_rejection(reading, prediction.speed_mps, bound, dt_s)
-        return None
+    def _step_rejection(self, reading: Reading, prediction: Prediction, dt_s: float) -> Rejection:
+        """The physics step check failed: |speed - predicted| beyond what Δt can explain."""
+        p = self.params
+        bound = step_bound_mps(dt_s, prediction.sigma_mps, p)
+        return step_rejection(reading, prediction.speed_mps, bound, dt_s)
 
     def _harsh_step(
         self,
@@ -231,22 +266,12 @@ class Tracker:
         if accel is not None:
             harsh.extend_or_begin(slots, ts, accel, start_ts, start_speed, self._p)
 
-    def _remember(self, ts: float, speed: float) -> None:
-        """Advance the commit point and push ``ts`` into the duplicate ring."""
-        slots = self._slots
-        slots[layout.LAST_TS] = ts
-        slots[layout.LAST_SPEED] = speed
-        cursor = int(slots[layout.DUP_CURSOR])
-        slots[layout.DUP_RING + cursor] = ts
-        cursor += 1
-        slots[layout.DUP_CURSOR] = 0.0 if layout.DUP_RING + cursor == len(slots) else cursor
-
     # -- deadlines -----------------------------------------------------------------------
 
     def _expire(self, t: float, out: list[Record]) -> None:
         """End what event time ``t`` has made final: a harsh event across a gap, the trip."""
         slots = self._slots
-        if harsh.active(slots) and t - slots[layout.LAST_TS] > self._p.max_gap_s:
+        if harsh.active(slots) and t - slots[LAST_TS] > self._p.max_gap_s:
             self._flush_harsh(out)
         reason = trips.due_reason(slots, t, self._p)
         if reason is not None:
@@ -282,12 +307,12 @@ class Tracker:
         """
         decoded = codec.decode(blob, self.vehicle_id)
         slots = layout.fresh_state(self._p.params.duplicate_memory)
-        named = min(layout.DUP_RING, len(decoded.slots))
+        named = min(DUP_RING, len(decoded.slots))
         slots[:named] = decoded.slots[:named]
-        ring = decoded.slots[layout.DUP_RING :][: len(slots) - layout.DUP_RING]
-        slots[layout.DUP_RING : layout.DUP_RING + len(ring)] = ring
-        if slots[layout.DUP_CURSOR] >= len(slots) - layout.DUP_RING:
-            slots[layout.DUP_CURSOR] = 0.0
+        ring = decoded.slots[DUP_RING:][: len(slots) - DUP_RING]
+        slots[DUP_RING : DUP_RING + len(ring)] = ring
+        if slots[DUP_CURSOR] >= len(slots) - DUP_RING:
+            slots[DUP_CURSOR] = 0.0
         estimator = make_estimator(self._p.params.estimator)
         if decoded.method == self._p.params.estimator.method:
             estimator.load_state(decoded.estimator_state)
@@ -296,5 +321,5 @@ class Tracker:
         self._held = decoded.held or None
         in_trip = trips.in_trip(slots)
         self._trip_id = (
-            trips.trip_id_for(self.vehicle_id, slots[layout.TRIP_START_TS]) if in_trip else None
+            trips.trip_id_for(self.vehicle_id, slots[TRIP_START_TS]) if in_trip else None
         )

@@ -16,8 +16,23 @@ from __future__ import annotations
 import math
 from array import array
 
-from kinestream.core import layout
 from kinestream.core.integrator import compensated, neumaier_add
+from kinestream.core.layout import (
+    BRIDGED_COMP,
+    BRIDGED_SUM,
+    LAST_TS,
+    STOP_SINCE_TS,
+    TRIP_COMP,
+    TRIP_HARSH_ACCELERATIONS,
+    TRIP_HARSH_BRAKINGS,
+    TRIP_MAX_ACCEL,
+    TRIP_MAX_SPEED,
+    TRIP_MIN_ACCEL,
+    TRIP_START_TS,
+    TRIP_STATE,
+    TRIP_STOPS,
+    TRIP_SUM,
+)
 from kinestream.core.prepared import Prepared
 from kinestream.core.records import TripSummary
 
@@ -65,36 +80,36 @@ def step(  # noqa: PLR0917 (hot path: positional is cheaper)
     p: Prepared,
 ) -> bool:
     """Apply one committed reading; True when it starts a trip."""
-    state = int(slots[layout.TRIP_STATE])
+    state = int(slots[TRIP_STATE])
     next_state, action = _TABLE[state * 3 + speed_class(speed_mps, p)]
-    slots[layout.TRIP_STATE] = next_state
+    slots[TRIP_STATE] = next_state
     if action is START:
         _open(slots, ts, speed_mps, accel_mps2)
         return True
     if state != IDLE:
         _accumulate(slots, speed_mps, accel_mps2, increment_m, bridged)
         if action is STOP:
-            slots[layout.STOP_SINCE_TS] = ts
+            slots[STOP_SINCE_TS] = ts
         elif action is RESUME:
-            slots[layout.TRIP_STOPS] += 1.0
+            slots[TRIP_STOPS] += 1.0
     return False
 
 
 def _open(slots: array[float], ts: float, speed_mps: float, accel_mps2: float | None) -> None:
     for index in (
-        layout.TRIP_SUM,
-        layout.TRIP_COMP,
-        layout.BRIDGED_SUM,
-        layout.BRIDGED_COMP,
-        layout.TRIP_STOPS,
+        TRIP_SUM,
+        TRIP_COMP,
+        BRIDGED_SUM,
+        BRIDGED_COMP,
+        TRIP_STOPS,
     ):
         slots[index] = 0.0
-    slots[layout.TRIP_HARSH_ACCELERATIONS] = slots[layout.TRIP_HARSH_BRAKINGS] = 0.0
-    slots[layout.TRIP_START_TS] = ts
-    slots[layout.STOP_SINCE_TS] = math.nan
-    slots[layout.TRIP_MAX_SPEED] = speed_mps
+    slots[TRIP_HARSH_ACCELERATIONS] = slots[TRIP_HARSH_BRAKINGS] = 0.0
+    slots[TRIP_START_TS] = ts
+    slots[STOP_SINCE_TS] = math.nan
+    slots[TRIP_MAX_SPEED] = speed_mps
     accel = math.nan if accel_mps2 is None else accel_mps2
-    slots[layout.TRIP_MAX_ACCEL] = slots[layout.TRIP_MIN_ACCEL] = accel
+    slots[TRIP_MAX_ACCEL] = slots[TRIP_MIN_ACCEL] = accel
 
 
 def _accumulate(
@@ -104,27 +119,32 @@ def _accumulate(
     increment_m: float,
     bridged: bool,
 ) -> None:
-    neumaier_add(slots, layout.TRIP_SUM, increment_m)
+    # Neumaier add of a non-negative increment to a non-negative sum (integrator.py, inlined).
+    total = slots[TRIP_SUM]
+    new_total = total + increment_m
+    if total >= increment_m:
+        slots[TRIP_COMP] += (total - new_total) + increment_m
+    else:
+        slots[TRIP_COMP] += (increment_m - new_total) + total
+    slots[TRIP_SUM] = new_total
     if bridged:
-        neumaier_add(slots, layout.BRIDGED_SUM, increment_m)
-    slots[layout.TRIP_MAX_SPEED] = max(slots[layout.TRIP_MAX_SPEED], speed_mps)
+        neumaier_add(slots, BRIDGED_SUM, increment_m)
+    slots[TRIP_MAX_SPEED] = max(slots[TRIP_MAX_SPEED], speed_mps)
     if accel_mps2 is not None:
         # ``not <=`` so that a NaN (no estimate yet) is replaced by the first real value.
-        if not accel_mps2 <= slots[layout.TRIP_MAX_ACCEL]:
-            slots[layout.TRIP_MAX_ACCEL] = accel_mps2
-        if not accel_mps2 >= slots[layout.TRIP_MIN_ACCEL]:
-            slots[layout.TRIP_MIN_ACCEL] = accel_mps2
+        if not accel_mps2 <= slots[TRIP_MAX_ACCEL]:
+            slots[TRIP_MAX_ACCEL] = accel_mps2
+        if not accel_mps2 >= slots[TRIP_MIN_ACCEL]:
+            slots[TRIP_MIN_ACCEL] = accel_mps2
 
 
 def due_reason(slots: array[float], t: float, p: Prepared) -> str | None:
     """Why the open trip has ended by event time ``t``, or None (idle, or still going)."""
-    state = slots[layout.TRIP_STATE]
+    state = slots[TRIP_STATE]
     if state == IDLE:
         return None
-    gap_deadline = slots[layout.LAST_TS] + p.max_gap_s  # due strictly after it
-    stop_deadline = (
-        slots[layout.STOP_SINCE_TS] + p.trip_end_stop_s if state == STOPPED else math.inf
-    )
+    gap_deadline = slots[LAST_TS] + p.max_gap_s  # due strictly after it
+    stop_deadline = slots[STOP_SINCE_TS] + p.trip_end_stop_s if state == STOPPED else math.inf
     if t > gap_deadline and not stop_deadline <= gap_deadline:
         return END_GAP
     if t >= stop_deadline:
@@ -134,41 +154,41 @@ def due_reason(slots: array[float], t: float, p: Prepared) -> str | None:
 
 def deadline(slots: array[float], p: Prepared) -> float | None:
     """Earliest event time at which ``due_reason`` answers, or None while idle."""
-    state = slots[layout.TRIP_STATE]
+    state = slots[TRIP_STATE]
     if state == IDLE:
         return None
-    gap_due = math.nextafter(slots[layout.LAST_TS] + p.max_gap_s, math.inf)
+    gap_due = math.nextafter(slots[LAST_TS] + p.max_gap_s, math.inf)
     if state == STOPPED:
-        return min(gap_due, slots[layout.STOP_SINCE_TS] + p.trip_end_stop_s)
+        return min(gap_due, slots[STOP_SINCE_TS] + p.trip_end_stop_s)
     return gap_due
 
 
 def in_trip(slots: array[float]) -> bool:
-    return slots[layout.TRIP_STATE] != IDLE
+    return slots[TRIP_STATE] != IDLE
 
 
 def close(slots: array[float], vehicle_id: str, trip_id: str, reason: str) -> TripSummary:
     """End the open trip: its summary, and the table back to idle."""
-    start_ts = slots[layout.TRIP_START_TS]
-    stopped = slots[layout.TRIP_STATE] == STOPPED
-    end_ts = slots[layout.STOP_SINCE_TS] if stopped else slots[layout.LAST_TS]
+    start_ts = slots[TRIP_START_TS]
+    stopped = slots[TRIP_STATE] == STOPPED
+    end_ts = slots[STOP_SINCE_TS] if stopped else slots[LAST_TS]
     summary = TripSummary(
         vehicle_id=vehicle_id,
         trip_id=trip_id,
         start_ts=start_ts,
         end_ts=end_ts,
         duration_s=end_ts - start_ts,
-        distance_m=compensated(slots, layout.TRIP_SUM),
-        bridged_distance_m=compensated(slots, layout.BRIDGED_SUM),
-        max_speed_mps=slots[layout.TRIP_MAX_SPEED],
-        max_acceleration_mps2=_optional(slots[layout.TRIP_MAX_ACCEL]),
-        max_deceleration_mps2=_optional(slots[layout.TRIP_MIN_ACCEL]),
-        stops=int(slots[layout.TRIP_STOPS]),
-        harsh_accelerations=int(slots[layout.TRIP_HARSH_ACCELERATIONS]),
-        harsh_brakings=int(slots[layout.TRIP_HARSH_BRAKINGS]),
+        distance_m=compensated(slots, TRIP_SUM),
+        bridged_distance_m=compensated(slots, BRIDGED_SUM),
+        max_speed_mps=slots[TRIP_MAX_SPEED],
+        max_acceleration_mps2=_optional(slots[TRIP_MAX_ACCEL]),
+        max_deceleration_mps2=_optional(slots[TRIP_MIN_ACCEL]),
+        stops=int(slots[TRIP_STOPS]),
+        harsh_accelerations=int(slots[TRIP_HARSH_ACCELERATIONS]),
+        harsh_brakings=int(slots[TRIP_HARSH_BRAKINGS]),
         end_reason=reason,
     )
-    slots[layout.TRIP_STATE] = IDLE
+    slots[TRIP_STATE] = IDLE
     return summary
 
 
