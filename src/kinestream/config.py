@@ -159,31 +159,39 @@ class StateSettings(_Section):
     idle_evict_s: Positive = 3600.0
 
 
+_TRACKER_DEFAULTS = TrackerParams()
+_ESTIMATOR_DEFAULTS = EstimatorParams()
+
+
 class TrackerSettings(_Section):
     """Everything ``TrackerParams`` takes, plus the two facts only the daemon knows."""
 
-    method: Method = Method.KALMAN
+    method: Method = _ESTIMATOR_DEFAULTS.method
     default_unit: SpeedUnit = SpeedUnit.METRES_PER_SECOND
     max_future_s: NonNegative = 10.0
     tick_interval_s: Positive = 1.0
-    kalman_jerk_psd_m2ps5: Positive = 1.0
-    kalman_speed_sigma_mps: Positive = 0.2
-    polyfit_window_s: Positive = 3.0
-    reorder_bound_s: NonNegative = 0.0
-    duplicate_memory: int = Field(default=16, ge=1, le=4096)
-    min_speed_mps: Finite = -0.5
-    max_speed_mps: Positive = 120.0
-    max_accel_mps2: Positive = 15.0
-    step_noise_allowance_mps: NonNegative = 1.5
-    min_gap_s: Positive = 5.0
-    max_gap_s: Positive = 120.0
-    trip_start_speed_mps: NonNegative = 2.0
-    trip_stop_speed_mps: NonNegative = 0.5
-    trip_end_stop_s: Positive = 180.0
-    harsh_acceleration_g: Positive = 0.37
-    harsh_braking_g: Positive = 0.38
-    harsh_min_duration_s: NonNegative = 0.5
-    harsh_exit_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
+    # Defaults below come from the core's params so that they are stated (and tuned) once.
+    kalman_jerk_psd_m2ps5: Positive = _ESTIMATOR_DEFAULTS.kalman_jerk_psd_m2ps5
+    kalman_speed_sigma_mps: Positive = _ESTIMATOR_DEFAULTS.kalman_speed_sigma_mps
+    polyfit_window_s: Positive = _ESTIMATOR_DEFAULTS.polyfit_window_s
+    reorder_bound_s: NonNegative = _TRACKER_DEFAULTS.reorder_bound_s
+    duplicate_memory: int = Field(default=_TRACKER_DEFAULTS.duplicate_memory, ge=1, le=4096)
+    min_timestamp_s: NonNegative = _TRACKER_DEFAULTS.min_timestamp_s
+    max_timestamp_s: Positive = _TRACKER_DEFAULTS.max_timestamp_s
+    min_speed_mps: Finite = _TRACKER_DEFAULTS.min_speed_mps
+    max_speed_mps: Positive = _TRACKER_DEFAULTS.max_speed_mps
+    max_accel_mps2: Positive = _TRACKER_DEFAULTS.max_accel_mps2
+    step_noise_allowance_mps: NonNegative = _TRACKER_DEFAULTS.step_noise_allowance_mps
+    step_noise_sigmas: NonNegative = _TRACKER_DEFAULTS.step_noise_sigmas
+    min_gap_s: Positive = _TRACKER_DEFAULTS.min_gap_s
+    max_gap_s: Positive = _TRACKER_DEFAULTS.max_gap_s
+    trip_start_speed_mps: NonNegative = _TRACKER_DEFAULTS.trip_start_speed_mps
+    trip_stop_speed_mps: NonNegative = _TRACKER_DEFAULTS.trip_stop_speed_mps
+    trip_end_stop_s: Positive = _TRACKER_DEFAULTS.trip_end_stop_s
+    harsh_acceleration_g: Positive = _TRACKER_DEFAULTS.harsh_acceleration_g
+    harsh_braking_g: Positive = _TRACKER_DEFAULTS.harsh_braking_g
+    harsh_min_duration_s: NonNegative = _TRACKER_DEFAULTS.harsh_min_duration_s
+    harsh_exit_fraction: Annotated[float, Field(gt=0, le=1)] = _TRACKER_DEFAULTS.harsh_exit_fraction
 
     @model_validator(mode="after")
     def _ordered(self) -> TrackerSettings:
