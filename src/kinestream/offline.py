@@ -137,7 +137,12 @@ class _Sources:
         self.options = options
         self.problems: list[Problem] = []
         self._on_rejection = on_rejection
-        self.bytes_read = 0  # of the current log, for progress
+        self._reader: LogReader | None = None  # the log being read, for progress
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read of the current log input (0 for a CSV input)."""
+        return 0 if self._reader is None else self._reader.bytes_read
 
     def arrivals(self, path: Path) -> Iterator[Arrival]:
         if input_kind(path) == "log":
@@ -149,8 +154,7 @@ class _Sources:
         options = self.options
         prefix, unit, limit = options.topic_prefix, options.default_unit, options.max_payload_bytes
         reject = self._on_rejection
-        reader = LogReader(path)
-        self.bytes_read = 0
+        reader = self._reader = LogReader(path)
         vehicle_of: dict[str, str | Rejection] = {}
         for t, topic, payload in reader:
             vehicle = vehicle_of.get(topic)
@@ -168,10 +172,10 @@ class _Sources:
                 reject(rejection)
             for ts, speed_mps, flags in samples:
                 yield vehicle, ts, speed_mps, flags, t
-            self.bytes_read = reader.bytes_read
         self.problems.extend(_problems(path, reader.bad_lines))
 
     def _csv_arrivals(self, path: Path) -> Iterator[Arrival]:
+        self._reader = None
         reader = CsvSpeedReader(path, _csv_options(self.options))
         vehicle = reader.vehicle_id
         nan = math.nan

@@ -263,3 +263,33 @@ def test_cli_subprocess_runs_process(ramp_log):
     )
     assert result.returncode == 0, result.stderr
     assert set(summaries(result.stdout)) == {"a", "b"}
+
+
+def test_input_messages_gives_replayable_messages_for_logs_and_csvs(tmp_path, ramp_log):
+    """input_messages reads a log as recorded and a CSV row as a {"ts","speed","unit"} message."""
+    from kinestream.offline import input_messages
+
+    assert [m[0] for m in input_messages(ramp_log, InputOptions())] == [
+        T0,
+        T0 + 1,
+        T0 + 1.5,
+        T0 + 2,
+    ]
+    path = tmp_path / "van.csv"
+    path.write_text("ts,speed_mph\n1767225600,10\nnot-a-time,3\n")
+    problems = []
+    messages = list(input_messages(path, InputOptions(), problems))
+    assert messages == [
+        (T0, "vehicles/van/speed", b'{"ts":1767225600.0,"speed":10.0,"unit":"mph"}')
+    ]
+    assert [p.line_number for p in problems] == [3]
+
+
+def test_progress_is_reported_with_readings_and_bytes(tmp_path):
+    """on_progress gets growing reading counts and input bytes, never beyond the input size."""
+    lines = [log_line(T0 + i, "a", {"ts": T0 + i, "speed": 1}) for i in range(20_000)]
+    path = write_log(tmp_path, lines)
+    calls = []
+    process_inputs([path], on_progress=lambda readings, done: calls.append((readings, done)))
+    assert [readings for readings, _ in calls] == [8192, 16384]
+    assert 0 < calls[0][1] < calls[1][1] <= path.stat().st_size

@@ -130,3 +130,18 @@ def test_reader_never_raises_on_arbitrary_bytes(blob):
     messages, bad = read_log(blob)
     non_blank = [line for line in blob.split(b"\n") if line.strip()]
     assert len(messages) + len(bad) == len(non_blank)
+
+
+def test_bytes_read_and_line_number_follow_the_iteration(tmp_path):
+    """bytes_read grows to the file size and line_number names the last message's line."""
+    path = tmp_path / "log.jsonl"
+    with LogWriter(path) as writer:
+        for t in range(3):
+            writer.append_message(float(t), "vehicles/a/speed", b"1")
+    reader = LogReader(path)
+    seen = []
+    for _ in reader:
+        seen.append((reader.line_number, reader.bytes_read))
+    assert [line for line, _ in seen] == [1, 2, 3]
+    assert 0 < seen[0][1] <= seen[-1][1] == path.stat().st_size
+    assert reader.bytes_read == path.stat().st_size

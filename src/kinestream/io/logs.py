@@ -63,20 +63,38 @@ class LogReader:
 
     def __init__(self, source: Path | IO[bytes]) -> None:
         self._source = source
+        self._file: IO[bytes] | None = None
+        self._bytes_at_end = 0
         self.bad_lines: list[BadLine] = []
-        self.bytes_read = 0
         self.line_number = 0
+
+    @property
+    def bytes_read(self) -> int:
+        """Position in the (uncompressed) input: asked for rarely, so not counted per line."""
+        if self._file is None:
+            return self._bytes_at_end
+        try:
+            return self._file.tell()
+        except (OSError, ValueError):  # an unseekable stream: no progress to show
+            return 0
 
     def __iter__(self) -> Iterator[Message]:
         if isinstance(self._source, Path):
             with open_binary(self._source) as file:
-                yield from self._messages(file)
+                yield from self._follow(file)
         else:
-            yield from self._messages(self._source)
+            yield from self._follow(self._source)
+
+    def _follow(self, file: IO[bytes]) -> Iterator[Message]:
+        self._file = file
+        try:
+            yield from self._messages(file)
+        finally:
+            self._bytes_at_end = self.bytes_read
+            self._file = None
 
     def _messages(self, file: IO[bytes]) -> Iterator[Message]:
         for line_number, line in enumerate(file, start=1):
-            self.bytes_read += len(line)
             self.line_number = line_number
             try:
                 record = _LINE_DECODER.decode(line)
