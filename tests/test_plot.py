@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
 import pytest
 
+from kinestream.cli import main
 from kinestream.core.params import TrackerParams
 from kinestream.core.records import HarshEvent, Kinematics, TripSummary
 from kinestream.errors import UsageError
@@ -23,25 +23,6 @@ def _kinematics(vehicle_id: str, ts: float, speed_mps: float, trip_id: str | Non
     return Kinematics(vehicle_id, ts, speed_mps, 0.0, None, None, 0.0, trip_id, None, ())
 
 
-def _udds_records() -> list[Kinematics]:
-    """Figure input built straight from the UDDS schedule (difference slope, trapezoid area)."""
-    with (DATA / "cycles" / "udds.csv").open(encoding="utf-8-sig") as handle:
-        rows = [(float(r["cycSecs"]), float(r["cycMps"])) for r in csv.DictReader(handle)]
-    records, distance_m = [], 0.0
-    for index, (t_s, speed_mps) in enumerate(rows):
-        acceleration = None
-        if index:
-            dt_s = t_s - rows[index - 1][0]
-            acceleration = (speed_mps - rows[index - 1][1]) / dt_s
-            distance_m += (speed_mps + rows[index - 1][1]) / 2.0 * dt_s
-        records.append(
-            Kinematics(
-                "udds", T0 + t_s, speed_mps, acceleration, None, None, distance_m, "1", None, ()
-            )
-        )
-    return records
-
-
 def assert_png_has_a_picture(path: Path) -> None:
     """A valid PNG whose pixels vary and are not almost all white background."""
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -54,22 +35,23 @@ def assert_png_has_a_picture(path: Path) -> None:
     assert non_white > 0.03
 
 
-def test_udds_figure_is_a_non_blank_png(tmp_path):
-    """The UDDS cycle with a trip and two harsh events renders to a PNG with real content."""
-    records = [
-        *_udds_records(),
-        TripSummary(
-            "udds", "1", T0 + 20, T0 + 1360, 1340, 11990, 0, 25.3, 1.5, -1.5, 17, 1, 1, "x"
-        ),
-        HarshEvent("udds", "harsh_acceleration", T0 + 190, T0 + 193, 0.4, 8.0, "1"),
-        HarshEvent("udds", "harsh_braking", T0 + 300, T0 + 303, -0.4, 20.0, "1"),
-    ]
-    view = select_view(
-        records, vehicle_id=None, trip_id=None, method="difference", params=TrackerParams()
-    )
+def test_plot_command_draws_the_udds_cycle(tmp_path, capsys):
+    """`kinestream plot udds.csv -o out.png` runs the cycle through the core and writes a PNG
+    with real content, naming the trip it found."""
     out = tmp_path / "udds.png"
-    render_png(view, out)
+    assert main(["plot", str(DATA / "cycles" / "udds.csv"), "-o", str(out)]) == 0
     assert_png_has_a_picture(out)
+    printed = capsys.readouterr().out
+    assert "trip 1: udds-" in printed
+    assert f"wrote {out}" in printed
+
+
+def test_plot_command_refuses_an_output_that_is_not_png(tmp_path, capsys):
+    """The figure is PNG only: another extension is a usage error (exit 2), nothing written."""
+    out = tmp_path / "udds.svg"
+    assert main(["plot", str(DATA / "cycles" / "udds.csv"), "-o", str(out)]) == 2
+    assert "PNG" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_missing_acceleration_and_long_gaps_still_render(tmp_path):
@@ -172,3 +154,18 @@ def test_missing_matplotlib_is_a_usage_error_naming_the_extra(monkeypatch, tmp_p
     with pytest.raises(UsageError, match=r"install kinestream\[plot\]"):
         render_png(view, tmp_path / "never.png")
     assert not (tmp_path / "never.png").exists()
+
+
+def test_trip_can_be_chosen_by_its_figure_number():
+    """--trip 2 means the vehicle's second trip by start time, as the figure labels it."""
+    records = [
+        _kinematics("a", T0 + 10, 5.0, "late"),
+        _kinematics("a", T0 + 40, 5.0, "early"),
+        TripSummary("a", "late", T0 + 40, T0 + 50, 10, 50, 0, 5, 0.5, -0.5, 0, 0, 0, "stop"),
+        TripSummary("a", "early", T0 + 10, T0 + 20, 10, 50, 0, 5, 0.5, -0.5, 0, 0, 0, "stop"),
+    ]
+    view = select_view(
+        records, vehicle_id=None, trip_id="2", method="kalman", params=TrackerParams()
+    )
+    assert [t.trip_id for t in view.trips] == ["late"]
+    assert view.trip_numbers == (2,)

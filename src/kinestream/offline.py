@@ -280,9 +280,14 @@ class ProcessResult:
 class _Collector:
     """Turns the core's records into summaries and hands kinematics to the caller."""
 
-    def __init__(self, on_kinematics: Callable[[Kinematics], None] | None) -> None:
+    def __init__(
+        self,
+        on_kinematics: Callable[[Kinematics], None] | None,
+        on_event: Callable[[HarshEvent], None] | None = None,
+    ) -> None:
         self.summaries: dict[str, VehicleSummary] = {}
         self._on_kinematics = on_kinematics
+        self._on_event = on_event
 
     def summary(self, vehicle_id: str) -> VehicleSummary:
         summary = self.summaries.get(vehicle_id)
@@ -308,6 +313,8 @@ class _Collector:
             self.summary(record.vehicle_id).trips.append(record)
         elif isinstance(record, HarshEvent):
             self.summary(record.vehicle_id).harsh_events += 1
+            if self._on_event is not None:
+                self._on_event(record)
 
     def reject(self, rejection: Rejection) -> None:
         self.summary(rejection.vehicle_id or "").add_rejection(rejection)
@@ -322,15 +329,17 @@ def process_inputs(
     params: TrackerParams | None = None,
     *,
     on_kinematics: Callable[[Kinematics], None] | None = None,
+    on_event: Callable[[HarshEvent], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ProcessResult:
     """Run every input through one Fleet, in order; then close each vehicle's last trip.
 
-    ``on_kinematics`` receives each kinematics record as it is made (``-o``);
+    ``on_kinematics`` receives each kinematics record as it is made (``-o``), ``on_event``
+    each harsh event (``plot`` marks them);
     ``on_progress`` receives the readings and input bytes done so far, every few thousand.
     """
     check_inputs(paths)
-    collector = _Collector(on_kinematics)
+    collector = _Collector(on_kinematics, on_event)
     sources = _Sources(options, collector.reject)
     fleet = Fleet(params or TrackerParams())
     update, add = fleet.update, collector.add

@@ -41,12 +41,17 @@ class PlotView:
     vehicle_id: str
     kinematics: tuple[Kinematics, ...]
     trips: tuple[TripSummary, ...]
+    # Each shown trip's 1-based number among the vehicle's trips: a short label for the figure
+    # that --trip also accepts instead of the long id.
+    trip_numbers: tuple[int, ...]
     events: tuple[HarshEvent, ...]
     method: str
     harsh_acceleration_mps2: float
     harsh_braking_mps2: float
-    # A line across a longer interval would draw readings that do not exist: the tracker
-    # bridges gaps up to max_gap_s with the trapezoid (a straight line), and no further.
+    # Where lines break. Speed: the tracker bridges gaps up to max_gap_s with the trapezoid (a
+    # straight line), so the speed line does too, and no further. Acceleration: no estimate
+    # exists inside a gap (longer than min_gap_s), so its line breaks there.
+    min_gap_s: float
     max_gap_s: float
 
 
@@ -70,9 +75,14 @@ def select_view(
     records = list(records)
     chosen = _choose_vehicle(records, vehicle_id)
     kinematics = [r for r in records if isinstance(r, Kinematics) and r.vehicle_id == chosen]
-    trips = [r for r in records if isinstance(r, TripSummary) and r.vehicle_id == chosen]
+    trips = sorted(
+        (r for r in records if isinstance(r, TripSummary) and r.vehicle_id == chosen),
+        key=lambda t: t.start_ts,
+    )
+    numbers = {trip.trip_id: number for number, trip in enumerate(trips, start=1)}
     events = [r for r in records if isinstance(r, HarshEvent) and r.vehicle_id == chosen]
     if trip_id is not None:
+        trip_id = _resolve_trip(trip_id, trips)
         start_ts, end_ts = _trip_window(trip_id, kinematics, trips, chosen)
         kinematics = [k for k in kinematics if start_ts <= k.ts <= end_ts]
         trips = [t for t in trips if t.trip_id == trip_id]
@@ -83,10 +93,12 @@ def select_view(
         vehicle_id=chosen,
         kinematics=tuple(sorted(kinematics, key=lambda k: k.ts)),
         trips=tuple(trips),
+        trip_numbers=tuple(numbers[t.trip_id] for t in trips),
         events=tuple(events),
         method=method,
         harsh_acceleration_mps2=params.harsh_acceleration_g * STANDARD_GRAVITY_MPS2,
         harsh_braking_mps2=-params.harsh_braking_g * STANDARD_GRAVITY_MPS2,
+        min_gap_s=params.min_gap_s,
         max_gap_s=params.max_gap_s,
     )
 
@@ -104,6 +116,14 @@ def _choose_vehicle(records: Sequence[Record], vehicle_id: str | None) -> str:
     raise UsageError(f"the input has {len(present)} vehicles {present}: choose one with --vehicle")
 
 
+def _resolve_trip(wanted: str, trips: Sequence[TripSummary]) -> str:
+    """A trip id, or the number the figure labels it with (1 = the vehicle's first trip)."""
+    if any(trip.trip_id == wanted for trip in trips) or not wanted.isdigit():
+        return wanted
+    number = int(wanted)
+    return trips[number - 1].trip_id if 1 <= number <= len(trips) else wanted
+
+
 def _trip_window(
     trip_id: str, kinematics: Sequence[Kinematics], trips: Sequence[TripSummary], vehicle_id: str
 ) -> tuple[float, float]:
@@ -114,8 +134,21 @@ def _trip_window(
     in_trip = [k.ts for k in kinematics if k.trip_id == trip_id]
     if not in_trip:
         known = sorted({t.trip_id for t in trips} | {k.trip_id for k in kinematics if k.trip_id})
-        raise UsageError(f"vehicle {vehicle_id!r} has no trip {trip_id!r} (trips: {known})")
+        raise UsageError(
+            f"vehicle {vehicle_id!r} has no trip {trip_id!r} "
+            f"(give a trip id or a number 1..{len(trips)}; ids: {known})"
+        )
     return min(in_trip), max(in_trip)
+
+
+def describe_trips(view: PlotView) -> list[str]:
+    """One line per trip shown: the number on the figure, the id, and what it was."""
+    return [
+        f"trip {number}: {trip.trip_id}  {_utc(trip.start_ts)} for {trip.duration_s:.0f} s, "
+        f"{trip.distance_m / 1000.0:.2f} km, {trip.stops} stops, "
+        f"{trip.harsh_accelerations + trip.harsh_brakings} harsh events, ended: {trip.end_reason}"
+        for number, trip in zip(view.trip_numbers, view.trips, strict=True)
+    ]
 
 
 def time_axis_for(span_s: float) -> TimeAxis:
@@ -179,6 +212,10 @@ def _draw(figure: Figure, view: PlotView) -> None:
     for ax in (speed_ax, distance_ax):
         _shade_trips(ax, view, t0, axis, label_trips=ax is speed_ax)
     _mark_events(speed_ax, acceleration_ax, view, t0, axis)
+    # Trip and event spans may reach past the readings shown (--trip, a partial view): the
+    # readings, not the marks, set the time range.
+    span = (view.kinematics[-1].ts - t0) / axis.divisor_s
+    speed_ax.set_xlim(-0.01 * span, span * 1.01 or 1.0)
     distance_ax.set_xlabel(axis.label + f" since {_utc(t0)}")
     figure.suptitle(
         f"{view.vehicle_id}: speed, its slope (acceleration, {view.method}) "
@@ -195,10 +232,9 @@ def _draw_speed_and_acceleration(
     speed_ax: Axes, acceleration_ax: Axes, view: PlotView, t0: float, axis: TimeAxis
 ) -> None:
     ts = [k.ts for k in view.kinematics]
-    gap = view.max_gap_s
-    speed_x, speed_y = _with_gap_breaks(ts, [k.speed_mps for k in view.kinematics], gap)
+    speed_x, speed_y = _with_gap_breaks(ts, [k.speed_mps for k in view.kinematics], view.max_gap_s)
     accel_x, accel_y = _with_gap_breaks(
-        ts, [_missing_as_nan(k.acceleration_mps2) for k in view.kinematics], gap
+        ts, [_missing_as_nan(k.acceleration_mps2) for k in view.kinematics], view.min_gap_s
     )
     speed_ax.plot(_elapsed(speed_x, t0, axis), speed_y, color=SPEED_COLOUR, lw=1.4, label="speed")
     acceleration_ax.plot(
@@ -248,17 +284,20 @@ def _draw_distance(ax: Axes, view: PlotView, t0: float, axis: TimeAxis) -> None:
 
 
 def _shade_trips(ax: Axes, view: PlotView, t0: float, axis: TimeAxis, *, label_trips: bool) -> None:
-    for trip in view.trips:
+    window_end = (view.kinematics[-1].ts - t0) / axis.divisor_s
+    for index, (trip, number) in enumerate(zip(view.trips, view.trip_numbers, strict=True)):
         start, end = _elapsed((trip.start_ts, trip.end_ts), t0, axis)
         ax.axvspan(start, end, color=TRIP_COLOUR, alpha=0.07, lw=0)
         ax.axvline(start, color=TRIP_COLOUR, lw=1.0, ls="--")
         ax.axvline(end, color=TRIP_COLOUR, lw=1.0, ls=":")
-        if label_trips:
+        if label_trips and start <= window_end and end >= 0.0:
+            # A trip that began before the window is labelled at the window's left edge;
+            # labels alternate between two heights so that short neighbours stay legible.
             ax.annotate(
-                f"trip {trip.trip_id}",
-                xy=(start, 1.0),
+                f"trip {number}",
+                xy=(max(start, 0.0), 1.0),
                 xycoords=("data", "axes fraction"),
-                xytext=(3, -12),
+                xytext=(3, -12 - 11 * (index % 2)),
                 textcoords="offset points",
                 fontsize=8,
                 color=TRIP_COLOUR,
