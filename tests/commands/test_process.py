@@ -293,3 +293,40 @@ def test_progress_is_reported_with_readings_and_bytes(tmp_path):
     process_inputs([path], on_progress=lambda readings, done: calls.append((readings, done)))
     assert [readings for readings, _ in calls] == [8192, 16384]
     assert 0 < calls[0][1] < calls[1][1] <= path.stat().st_size
+
+
+def test_config_file_sets_method_unit_and_topic_prefix_and_flags_win(capsys, tmp_path):
+    """--config supplies the daemon's settings (method, default unit, topic prefix); flags win."""
+    config = tmp_path / "kinestream.toml"
+    config.write_text(
+        '[mqtt]\ntopic_prefix = "fleet"\n\n'
+        '[tracker]\nmethod = "difference"\ndefault_unit = "km/h"\n'
+    )
+    lines = [
+        json.dumps(
+            {"t": T0, "topic": "fleet/a/speed", "payload": json.dumps({"ts": T0, "speed": 0})}
+        ),
+        json.dumps(
+            {"t": T0 + 1, "topic": "fleet/a/speed", "payload": '{"ts": %r, "speed": 10}' % (T0 + 1)}
+        ),
+    ]
+    path = write_log(tmp_path, lines)
+    code, out, err = run_cli(capsys, "process", str(path), "--summary", "--config", str(config))
+    assert code == 0, err
+    a = summaries(out)["a"]
+    assert a["max_speed_mps"] == pytest.approx(10 / 3.6)  # 10 km/h
+    assert a["max_acceleration_mps2"] == pytest.approx(10 / 3.6)  # difference: Δv in 1 s
+    _, out, _ = run_cli(
+        capsys, "process", str(path), "--summary", "--config", str(config), "--default-unit", "m/s"
+    )
+    assert summaries(out)["a"]["max_speed_mps"] == 10.0
+
+
+def test_bad_config_is_a_usage_error(capsys, ramp_log, tmp_path):
+    """An invalid configuration value exits 2 with one line naming the key."""
+    config = tmp_path / "bad.toml"
+    config.write_text("[tracker]\nmax_gap_s = -1\n")
+    code, _, err = run_cli(capsys, "process", str(ramp_log), "--summary", "--config", str(config))
+    assert code == 2
+    assert "max_gap_s" in err
+    assert len(err.strip().splitlines()) == 1

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import tzinfo
 from pathlib import Path
 from typing import IO
@@ -20,7 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from kinestream.core.params import EstimatorParams, Method, TrackerParams
+from kinestream.config import Settings, load_settings
+from kinestream.core.params import Method
 from kinestream.core.records import Kinematics
 from kinestream.core.units import SpeedUnit, parse_unit
 from kinestream.errors import KinestreamError, UsageError
@@ -48,6 +50,7 @@ KINEMATICS_FIELDS = (
 )
 _SHOWN_PROBLEMS = 5
 _BAR_WIDTH = 30
+DEFAULT_UNIT = SpeedUnit.METRES_PER_SECOND
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,7 +63,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help=".jsonl or .csv")
     parser.add_argument("-o", "--output", type=Path, help="kinematics records: .jsonl or .csv")
     parser.add_argument("--summary", action="store_true", help="one JSON object per vehicle")
-    parser.add_argument("--method", choices=[m.value for m in Method], default=Method.KALMAN.value)
+    parser.add_argument(
+        "--method", choices=[m.value for m in Method], help="default: from the config (kalman)"
+    )
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE",
+        help="the daemon's TOML configuration: tracker parameters, topic prefix, payload limit "
+        "and max_future_s; KINESTREAM_* environment variables apply as for `run`",
+    )  # fmt: skip
     add_input_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -68,10 +78,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """The input flags ``process`` shares with ``replay`` (and ``plot``)."""
     parser.add_argument(
-        "--default-unit", type=_unit, default=SpeedUnit.METRES_PER_SECOND, metavar="UNIT",
-        help="unit of payloads and CSV speeds that name none (m/s, km/h, mph, kn; default m/s)",
+        "--default-unit", type=_unit, metavar="UNIT",
+        help="unit of payloads and CSV speeds that name none (m/s, km/h, mph, kn; "
+        "default: the config's, m/s)",
     )  # fmt: skip
-    parser.add_argument("--topic-prefix", default="vehicles", help="topics are PREFIX/<id>/speed")
+    parser.add_argument(
+        "--topic-prefix", help="topics are PREFIX/<id>/speed (default: the config's, vehicles)"
+    )
     group = parser.add_argument_group("CSV inputs")
     group.add_argument("--time-column", help="default: recognised (cycSecs, timestamp, ts, ...)")
     group.add_argument("--speed-column", help="default: recognised (cycMps, speed_mph, speed...)")
@@ -92,8 +105,10 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(args.inputs)
     if args.output is None and not args.summary:
         raise UsageError("nothing to do: give -o OUT and/or --summary")
-    options = input_options(args)
-    params = TrackerParams(estimator=EstimatorParams(method=Method(args.method)))
+    overrides = {"tracker": {"method": args.method}} if args.method else None
+    settings = load_settings(args.config, overrides)
+    options = input_options(args, settings)
+    params = settings.tracker.to_params()
     progress = _Progress(sum(p.stat().st_size for p in args.inputs)) if _is_tty() else None
     with _kinematics_writer(args.output) as write:
         result = process_inputs(
@@ -111,7 +126,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def input_options(args: argparse.Namespace) -> InputOptions:
+def input_options(args: argparse.Namespace, settings: Settings | None = None) -> InputOptions:
+    """The inputs' options from ``add_input_arguments`` flags, over the configuration's."""
+    tracker = settings.tracker if settings else None
+    default_unit = args.default_unit or (tracker.default_unit if tracker else DEFAULT_UNIT)
     csv_options = CsvOptions(
         time_column=args.time_column,
         speed_column=args.speed_column,
@@ -119,11 +137,19 @@ def input_options(args: argparse.Namespace) -> InputOptions:
         vehicle_id=args.vehicle_id,
         timezone=args.timezone,
         time_origin_s=args.time_origin,
-        default_unit=args.default_unit,
+        default_unit=default_unit,
     )
-    return InputOptions(
-        csv=csv_options, default_unit=args.default_unit, topic_prefix=args.topic_prefix
-    )
+    options = InputOptions(csv=csv_options, default_unit=default_unit)
+    if settings is not None:
+        options = replace(
+            options,
+            topic_prefix=settings.mqtt.topic_prefix,
+            max_payload_bytes=settings.mqtt.max_payload_bytes,
+            max_future_s=settings.tracker.max_future_s,
+        )
+    if args.topic_prefix:
+        options = replace(options, topic_prefix=args.topic_prefix)
+    return options
 
 
 def _unit(text: str) -> SpeedUnit:
