@@ -15,7 +15,7 @@ from kinestream import __version__
 from kinestream.errors import KinestreamError, UsageError
 
 # One module per command under kinestream.commands; each exposes register(subparsers).
-COMMAND_MODULES: tuple[str, ...] = ("process", "plot")
+COMMAND_MODULES: tuple[str, ...] = ("process", "plot", "run", "state")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,78 @@
+"""``kinestream run``: the daemon (settings from --config, KINESTREAM_* and these flags)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from kinestream.config import Settings, load_settings
+
+# flag attribute -> (section, key) in the settings
+FLAG_KEYS: dict[str, tuple[str, str]] = {
+    "broker": ("mqtt", "broker"),
+    "client_id": ("mqtt", "client_id"),
+    "topic_prefix": ("mqtt", "topic_prefix"),
+    "metrics_port": ("metrics", "port"),
+    "state_dir": ("state", "dir"),
+    "method": ("tracker", "method"),
+    "default_unit": ("tracker", "default_unit"),
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the daemon: MQTT speed readings in, kinematics, trips and events out",
+        description=(
+            "Subscribe to {prefix}/+/speed and publish kinematics, trips, events and retained "
+            "state per vehicle, with Prometheus metrics. Every key of the TOML config can also "
+            "be set as KINESTREAM_<SECTION>__<KEY>; flags win over both."
+        ),
+    )
+    add_config_flags(parser)
+    parser.add_argument("--broker", metavar="URL", help="mqtt://host:port or mqtts://host:port")
+    parser.add_argument("--client-id", help="MQTT client id (default: kinestream-<hostname>)")
+    parser.add_argument("--topic-prefix", metavar="P", help="topic prefix (default: vehicles)")
+    parser.add_argument("--metrics-port", metavar="N", help="Prometheus port (default: 9108)")
+    parser.add_argument("--method", help="kalman | polyfit | difference (default: kalman)")
+    parser.add_argument("--default-unit", help="unit of payloads without one (default: m/s)")
+    parser.set_defaults(handler=run)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="TOML", help="settings file")
+    parser.add_argument("--state-dir", metavar="DIR", help="checkpoints and write-ahead log")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, dict[str, Any]] = {}
+    for attribute, (section, key) in FLAG_KEYS.items():
+        value = getattr(args, attribute, None)
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    return load_settings(args.config, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    configure_logging(settings.log_level)
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    from kinestream.service import Service, install_signal_handlers
+
+    service = Service(settings)
+    install_signal_handlers(service)
+    return await service.run()
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # gmqtt logs every connection at INFO and each lost connection with a traceback.
+    logging.getLogger("gmqtt").setLevel(logging.DEBUG if level == "debug" else logging.ERROR)

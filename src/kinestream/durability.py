@@ -1,0 +1,122 @@
+"""Crash safety: the write-ahead log on the hot path, checkpoints, and recovery at start.
+
+``DurableLog`` batches the log writes of one event-loop pass into a single ``os.write`` and
+hands out one future per batch; the MQTT link acknowledges a QoS 1 message only after its
+batch's future completes (crash-safety.md: this kept every acknowledged message across
+``kill -9`` at ~33k msgs/s). ``Checkpointer`` snapshots changed vehicles between two messages,
+rotates the log at that same instant, writes the snapshot from a worker thread and then deletes
+the log segments it covers. ``recover`` restores the last checkpoint and replays the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from kinestream.io.metrics import Metrics
+from kinestream.io.state_store import StateStore
+from kinestream.io.wal import ReplayReport, WriteAheadLog
+from kinestream.pipeline import Pipeline
+from kinestream.vehicles import VehicleBook
+
+log = logging.getLogger(__name__)
+
+
+class DurableLog:
+    def __init__(self, wal: WriteAheadLog) -> None:
+        self.wal = wal
+        self._loop = asyncio.get_running_loop()
+        self._future: asyncio.Future[None] | None = None
+        self._scheduled = False
+
+    def append(self, received_at: float, topic: str, payload: bytes) -> None:
+        self.wal.append(received_at, topic, payload)
+        if not self._scheduled:  # one write per loop pass, after every message of the pass
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def durable(self) -> asyncio.Future[None]:
+        """Completes when everything appended so far is in the log (the OS has it)."""
+        if self._future is None:
+            self._future = self._loop.create_future()
+        return self._future
+
+    def flush(self) -> None:
+        self._scheduled = False
+        future, self._future = self._future, None
+        try:
+            self.wal.write_pending()
+        except OSError as error:  # disk full or gone: never acknowledge what is not logged
+            log.error("cannot write the write-ahead log: %s; not acknowledging", error)
+            if future is not None:
+                future.set_exception(error)
+                future.exception()  # retrieved: the waiting handlers decide, no loop warning
+            return
+        if future is not None:
+            future.set_result(None)
+
+
+class Checkpointer:
+    def __init__(
+        self, durable: DurableLog, store: StateStore, book: VehicleBook, metrics: Metrics
+    ) -> None:
+        self.durable = durable
+        self.store = store
+        self.book = book
+        self.metrics = metrics
+        self._lock = asyncio.Lock()
+
+    async def checkpoint(self) -> bool:
+        """Save every vehicle changed since the last checkpoint; True when it was committed."""
+        async with self._lock:
+            started = time.monotonic()
+            self.durable.flush()
+            # Between two messages: the state now reflects exactly the older segments.
+            generation = self.durable.wal.open_next()
+            rows = self.book.take_dirty()
+            try:
+                await asyncio.to_thread(self.store.save, rows, generation)
+            except Exception:
+                log.exception("checkpoint failed; keeping the log, retrying next time")
+                self.book.saved(rows, ok=False)
+                return False
+            self.book.saved(rows, ok=True)
+            self.durable.wal.drop_before(generation)
+            self.metrics.checkpoint_done(time.monotonic() - started)
+            log.debug("checkpoint: %d vehicles in %.3f s", len(rows), time.monotonic() - started)
+            return True
+
+
+def recover(
+    store: StateStore,
+    wal: WriteAheadLog,
+    book: VehicleBook,
+    pipeline: Pipeline,
+    now_wall: float,
+) -> tuple[int, ReplayReport]:
+    """Load recently active vehicles from the checkpoint, then replay the uncovered log.
+
+    Replayed messages go through the normal pipeline, so their kinematics are published again
+    (outputs are at least once) and rejections are dead-lettered again.
+    """
+    horizon = now_wall - book.idle_evict_s
+    restored = 0
+    for stored in store.recent(book.max_vehicles):
+        if stored.received_at is not None and stored.received_at < horizon:
+            break  # ordered by arrival: the rest are idle too; they resume on demand
+        book.restore(stored)
+        restored += 1
+    entries, report = wal.replay(store.wal_generation())
+    pipeline.observe_latency = False
+    try:
+        for entry in entries:
+            pipeline.handle(entry.topic, entry.payload, entry.received_at)
+    finally:
+        pipeline.observe_latency = True
+    if report.torn_bytes_dropped:
+        log.warning(
+            "dropped a torn last log record (%d bytes) left by a crash", report.torn_bytes_dropped
+        )
+    log.info("restored %d vehicles, replayed %d logged messages", restored, report.entries)
+    return restored, report

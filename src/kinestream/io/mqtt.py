@@ -1,0 +1,249 @@
+"""The MQTT link: the only module that knows the client library (gmqtt, chosen in issue #4).
+
+What it guarantees to the service:
+
+- MQTT 5, persistent session (no clean start, a session expiry), subscription at QoS 1, and a
+  Receive Maximum so the broker's in-flight window is ours to choose.
+- Acknowledgement only after the handler says the message is durable: gmqtt's
+  ``optimistic_acknowledgement=False`` sends the PUBACK when the async ``on_message`` returns
+  (it must return a reason code; 0 is success). The handler is synchronous and returns either
+  ``None`` (nothing to wait for) or an awaitable that completes once the message is in the
+  write-ahead log; only then does this module return 0 and gmqtt acknowledge.
+- Reconnect forever with exponential backoff and full jitter (gmqtt's own reconnect uses a
+  fixed delay, so it is replaced), resubscribing each time; ``{service}/status`` is published
+  retained ``online`` once the broker acknowledges the subscription, with a retained
+  ``offline`` will.
+- Publishing never raises: while the broker is away, outputs wait in a bounded backlog and go
+  out after the reconnect (the oldest are dropped and counted beyond the bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+
+import gmqtt
+from gmqtt.mqtt.handler import MQTTConnectError
+
+from kinestream.config import MqttSettings
+
+log = logging.getLogger(__name__)
+
+# handler(topic, payload, qos, received_at) -> None or an awaitable "durable" signal.
+MessageHandler = Callable[[str, bytes, int], Awaitable[object] | None]
+CONNECT_TIMEOUT_S = 10.0
+BACKLOG_LIMIT = 100_000
+SUCCESS = 0
+DISCONNECT_WITH_WILL = 0x04
+
+
+class _Client(gmqtt.Client):
+    """gmqtt client whose automatic reconnect only tells the link (which owns the backoff)."""
+
+    lost_callback: Callable[[], None] = staticmethod(lambda: None)
+
+    async def reconnect(self, delay: bool = False) -> None:
+        self.lost_callback()
+
+
+def backoff_delays(initial_s: float, maximum_s: float, rng: random.Random) -> Iterator[float]:
+    """Exponential backoff with jitter: uniform(initial/2, min(max, initial * 2**n)), n = 0, 1...
+
+    The jitter spreads the reconnects of many daemons after a broker restart."""
+    ceiling = initial_s
+    while True:
+        yield rng.uniform(initial_s / 2, ceiling)
+        ceiling = min(maximum_s, ceiling * 2)
+
+
+def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    if not settings.tls:
+        return None
+    context = ssl.create_default_context(
+        cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None
+    )
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        context.load_cert_chain(str(settings.tls_cert_file), str(settings.tls_key_file))
+    if settings.tls_insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class MqttLink:
+    """Connect, subscribe, receive with durable acknowledgement, publish; survive broker loss."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        handler: MessageHandler,
+        on_connection_change: Callable[[bool], None] = lambda _up: None,
+    ) -> None:
+        self.settings = settings
+        self.subscription = f"{settings.topic_prefix}/+/speed"
+        self.status_topic = f"{settings.service_prefix}/status"
+        self._handler = handler
+        self._on_connection_change = on_connection_change
+        self._client = self._make_client()
+        self._connected = False
+        self._stopping = False
+        self._lost = asyncio.Event()
+        self._subscribed = asyncio.Event()
+        self._subscribe_mid: int | None = None
+        self._backlog: deque[tuple[str, bytes, int, bool]] = deque(maxlen=BACKLOG_LIMIT)
+        self.backlog_dropped = 0
+        self.status_published = 0
+        self.reconnects = 0
+        self._rng = random.Random()
+
+    def _make_client(self) -> _Client:
+        s = self.settings
+        will = gmqtt.Message(f"{s.service_prefix}/status", b"offline", qos=1, retain=True)
+        client = _Client(
+            s.client_id,
+            clean_session=False,
+            optimistic_acknowledgement=False,
+            will_message=will,
+            session_expiry_interval=s.session_expiry_s,
+            receive_maximum=s.receive_maximum,
+        )
+        client.lost_callback = self._connection_lost
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        if s.username is not None:
+            client.set_auth_credentials(s.username, s.password_value())
+        return client
+
+    # Receiving --------------------------------------------------------------------------
+    async def _on_message(
+        self, _client: object, topic: str, payload: bytes, qos: int, _properties: object
+    ) -> int:
+        if type(topic) is not str:  # gmqtt passes bytes when the topic is not UTF-8
+            topic = bytes(topic).decode("utf-8", "replace")
+        durable = self._handler(topic, payload, qos)
+        if durable is not None:
+            await durable  # the PUBACK goes out after this returns
+        return SUCCESS
+
+    def _on_subscribe(self, _client: object, mid: int, _qos: object, _properties: object) -> None:
+        if mid == self._subscribe_mid:
+            self._subscribed.set()
+
+    # Connection supervision -------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    async def connect_forever(self) -> None:
+        """Connect (retrying with backoff), subscribe, announce online; returns when ready."""
+        delays = backoff_delays(
+            self.settings.reconnect_initial_s, self.settings.reconnect_max_s, self._rng
+        )
+        while not self._stopping:
+            try:
+                await self._connect_once()
+                return
+            except (OSError, MQTTConnectError, TimeoutError) as error:
+                delay = next(delays)
+                log.warning(
+                    "broker %s:%s unavailable (%s); retrying in %.1f s",
+                    self.settings.host,
+                    self.settings.port,
+                    error,
+                    delay,
+                )
+                await self._close_quietly()
+                await asyncio.sleep(delay)
+
+    async def _connect_once(self) -> None:
+        s = self.settings
+        self._lost.clear()
+        self._subscribed.clear()
+        tls = tls_context(s) or False
+        connecting = self._client.connect(s.host, s.port, ssl=tls, keepalive=s.keepalive_s)
+        await asyncio.wait_for(connecting, CONNECT_TIMEOUT_S)
+        self._subscribe_mid = self._client.subscribe(self.subscription, qos=1)
+        await asyncio.wait_for(self._subscribed.wait(), CONNECT_TIMEOUT_S)
+        self._lost.clear()  # stale signals from refused attempts
+        if not self._client.is_connected:
+            raise OSError("connection lost right after subscribing")
+        self._connected = True
+        self._on_connection_change(True)
+        self._client.publish(self.status_topic, b"online", qos=1, retain=True)
+        self.status_published += 1
+        self.flush_backlog()
+        log.info("connected to %s:%s, subscribed to %s", s.host, s.port, self.subscription)
+
+    def _connection_lost(self) -> None:
+        if self._stopping:
+            return
+        if self._connected:
+            log.warning("lost the broker connection; reconnecting")
+            self._connected = False
+            self._on_connection_change(False)
+        self._lost.set()
+
+    async def connect_and_supervise(self) -> None:
+        await self.connect_forever()
+        await self.supervise()
+
+    async def supervise(self) -> None:
+        """Reconnect after every loss, forever (until ``close``)."""
+        while not self._stopping:
+            await self._lost.wait()
+            if self._stopping:
+                return
+            await self._close_quietly()
+            await self.connect_forever()
+            if self._connected:
+                self.reconnects += 1
+
+    async def _close_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._client._disconnect()
+
+    # Publishing -------------------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        """Send now, or keep for after the reconnect; True when it went out now."""
+        if self._connected and not self._backlog:
+            try:
+                self._client.publish(topic, payload, qos=qos, retain=retain)
+                return True
+            except OverflowError:  # QoS 1 window full (broker's max in-flight): retry later
+                pass
+        if len(self._backlog) == self._backlog.maxlen:
+            self.backlog_dropped += 1
+        self._backlog.append((topic, payload, qos, retain))
+        return False
+
+    def flush_backlog(self) -> None:
+        while self._backlog and self._connected:
+            topic, payload, qos, retain = self._backlog[0]
+            try:
+                self._client.publish(topic, payload, qos=qos, retain=retain)
+            except OverflowError:
+                return
+            self._backlog.popleft()
+
+    @property
+    def backlog_size(self) -> int:
+        return len(self._backlog)
+
+    async def close(self) -> None:
+        """Publish ``offline`` (retained), disconnect cleanly (no will), stop reconnecting."""
+        self._stopping = True
+        self._lost.set()
+        if self._connected:
+            self.flush_backlog()
+            self._client.publish(self.status_topic, b"offline", qos=1, retain=True)
+            self.status_published += 1
+            self._connected = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._client.disconnect(), 2.0)
+        else:
+            await self._close_quietly()

@@ -1,0 +1,212 @@
+"""The daemon's hot path: one MQTT message in, derived messages out. No I/O of its own.
+
+``handle`` decodes once (``io.payloads``), applies the receive-time check, feeds the core and
+dispatches each record the core returns by type (h11 style): kinematics, trips and events are
+published as JSON (orjson serialises the core's slotted dataclasses directly), rejections go to
+the dead-letter topic with the original message, duplicates are only counted. Publishing goes
+through a plain callable, so tests and the service can plug anything in.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+
+import orjson
+
+from kinestream.core.fleet import Fleet
+from kinestream.core.records import (
+    Duplicate,
+    HarshEvent,
+    Kinematics,
+    Record,
+    Rejection,
+    TripSummary,
+)
+from kinestream.core.units import SpeedUnit
+from kinestream.core.validation import check_not_future
+from kinestream.io.metrics import Metrics
+from kinestream.io.payloads import decode_speed_payload, vehicle_id_from_topic
+from kinestream.vehicles import VehicleBook
+
+# publish(topic, payload, qos, retain)
+Publish = Callable[[str, bytes, int, bool], object]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        fleet: Fleet,
+        book: VehicleBook,
+        publish: Publish,
+        metrics: Metrics,
+        *,
+        topic_prefix: str,
+        service_prefix: str,
+        default_unit: SpeedUnit,
+        max_future_s: float,
+        max_payload_bytes: int,
+        output_qos: int = 0,
+        state_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.fleet = fleet
+        self.book = book
+        self.publish = publish
+        self.metrics = metrics
+        self.prefix = topic_prefix
+        self.deadletter_topic = f"{service_prefix}/deadletter"
+        self.default_unit = default_unit
+        self.max_future_s = max_future_s
+        self.max_payload_bytes = max_payload_bytes
+        self.qos = output_qos
+        self.state_interval_s = state_interval_s
+        self.clock = clock
+        self._topics: dict[str, tuple[str, str, str, str]] = {}
+        self.observe_latency = True  # off while replaying the log (old receive times)
+
+    # Input ------------------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes, received_at: float) -> None:
+        """Process one message; never raises for any topic or payload."""
+        self.metrics.messages_received += 1
+        vehicle_id = vehicle_id_from_topic(topic, self.prefix)
+        if type(vehicle_id) is not str:
+            self.dead_letter(vehicle_id, topic, payload, received_at)
+            return
+        readings, rejections = decode_speed_payload(
+            payload,
+            vehicle_id,
+            received_at,
+            self.default_unit,
+            max_payload_bytes=self.max_payload_bytes,
+        )
+        for rejection in rejections:
+            self.dead_letter(rejection, topic, payload, received_at)
+        if not readings:
+            return
+        book = self.book
+        if vehicle_id not in book.arrived:
+            book.resume(vehicle_id, received_at)
+        book.arrived[vehicle_id] = received_at
+        book.touched.add(vehicle_id)
+        book.dirty.add(vehicle_id)
+        latest_ts = book.latest_ts
+        for reading in readings:
+            too_early = check_not_future(reading, received_at, self.max_future_s)
+            if too_early is not None:
+                self.dead_letter(too_early, topic, payload, received_at)
+                continue
+            records = self.fleet.update(reading)
+            # Accepted or held (reorder buffer): the vehicle's event-time clock moves on.
+            if (not records or type(records[0]) is not Rejection) and reading.ts > latest_ts.get(
+                vehicle_id, 0.0
+            ):
+                latest_ts[vehicle_id] = reading.ts
+            self.dispatch(records, topic, payload, received_at)
+
+    def tick(self, now_wall: float) -> None:
+        """Tick vehicles whose deadline passed, then publish retained state that was held."""
+        book = self.book
+        book.refresh_deadlines()
+        for vehicle_id, now_ts in book.due(now_wall):
+            self.dispatch(self.fleet.tick(vehicle_id, now_ts), None, b"", now_wall)
+            book.touched.add(vehicle_id)
+            book.dirty.add(vehicle_id)
+        book.refresh_deadlines()
+        self.flush_state(now_wall)
+
+    # Output -----------------------------------------------------------------------------
+    def dispatch(
+        self, records: list[Record], topic: str | None, payload: bytes, received_at: float
+    ) -> None:
+        metrics = self.metrics
+        for record in records:
+            kind = type(record)
+            if kind is Kinematics:
+                self.kinematics(record, received_at)
+            elif kind is Duplicate:
+                metrics.readings["duplicate"] += 1
+            elif kind is Rejection:
+                self.dead_letter(record, topic or "", payload, received_at)
+            elif kind is TripSummary:
+                self._send(self.topics(record.vehicle_id)[1], orjson.dumps(record), "trip")
+            elif kind is HarshEvent:
+                self._send(self.topics(record.vehicle_id)[2], orjson.dumps(record), "event")
+
+    def kinematics(self, record: Kinematics, received_at: float) -> None:
+        metrics = self.metrics
+        vehicle_id = record.vehicle_id
+        body = orjson.dumps(record)
+        topics = self.topics(vehicle_id)
+        self.publish(topics[0], body, self.qos, False)
+        metrics.published["kinematics"] += 1
+        metrics.readings["accepted"] += 1
+        now = self.clock()
+        if self.observe_latency:
+            metrics.latency.observe(max(0.0, now - received_at))
+            metrics.event_time_lag_seconds = received_at - record.ts
+        book = self.book
+        book.last_kinematics[vehicle_id] = body
+        if now - book.state_published_at.get(vehicle_id, 0.0) >= self.state_interval_s:
+            self.publish(topics[3], body, self.qos, True)
+            metrics.published["state"] += 1
+            book.state_published_at[vehicle_id] = now
+            book.pending_state.pop(vehicle_id, None)
+        else:
+            book.pending_state[vehicle_id] = body
+
+    def flush_state(self, now_wall: float) -> None:
+        """Publish held-back retained state whose throttle interval has passed."""
+        book = self.book
+        ready = [
+            vid
+            for vid in book.pending_state
+            if now_wall - book.state_published_at.get(vid, 0.0) >= self.state_interval_s
+        ]
+        for vehicle_id in ready:
+            body = book.pending_state.pop(vehicle_id)
+            self._send(self.topics(vehicle_id)[3], body, "state", retain=True)
+            book.state_published_at[vehicle_id] = now_wall
+
+    def dead_letter(
+        self, rejection: Rejection, topic: str, payload: bytes, received_at: float
+    ) -> None:
+        reason = rejection.reason.value
+        self.metrics.readings["rejected"] += 1
+        self.metrics.dead_letters[reason] += 1
+        self._send(
+            self.deadletter_topic,
+            dead_letter_body(topic, payload, reason, rejection.message, received_at),
+            "deadletter",
+        )
+
+    def topics(self, vehicle_id: str) -> tuple[str, str, str, str]:
+        topics = self._topics.get(vehicle_id)
+        if topics is None:
+            base = f"{self.prefix}/{vehicle_id}/"
+            topics = (base + "kinematics", base + "trips", base + "events", base + "state")
+            if len(self._topics) < 1_000_000:  # a cache, not a leak under hostile ids
+                self._topics[vehicle_id] = topics
+        return topics
+
+    def _send(self, topic: str, body: bytes, kind: str, retain: bool = False) -> None:
+        self.publish(topic, body, self.qos, retain)
+        self.metrics.published[kind] += 1
+
+
+def dead_letter_body(
+    topic: str, payload: bytes, reason: str, message: str, received_at: float
+) -> bytes:
+    """``{topic, payload | payload_b64, reason, message, received_at}`` as JSON."""
+    body: dict[str, object] = {"topic": topic}
+    try:
+        body["payload"] = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        body["payload_b64"] = base64.b64encode(payload).decode("ascii")
+    body.update(reason=reason, message=message, received_at=received_at)
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:  # lone surrogates in a topic or message: escape them
+        body.update(topic=ascii(topic), message=ascii(message))
+        return orjson.dumps(body)

@@ -1,0 +1,185 @@
+"""``kinestream run``: MQTT in → write-ahead log → Fleet → MQTT out, ticks, checkpoints.
+
+This module only wires the pieces and runs their timers; each piece lives in its own module:
+``io.mqtt`` (the link), ``durability`` (log batching, checkpoints, recovery), ``pipeline``
+(one message to outputs), ``vehicles`` (per-vehicle clocks, deadlines, residency),
+``io.metrics``, ``io.state_store``.
+
+Shutdown (SIGTERM/SIGINT): stop consuming (announce ``offline`` and disconnect), write the log,
+checkpoint, exit 0; everything is bounded so it takes well under 5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+from kinestream.config import Settings, WalFsync
+from kinestream.core.fleet import Fleet
+from kinestream.durability import Checkpointer, DurableLog, recover
+from kinestream.io import metrics as metrics_http
+from kinestream.io.metrics import Metrics
+from kinestream.io.mqtt import MqttLink
+from kinestream.io.state_store import (
+    WAL_DIR_NAME,
+    StateStore,
+    lock_state_dir,
+    release_state_dir,
+)
+from kinestream.io.wal import WriteAheadLog
+from kinestream.pipeline import Pipeline
+from kinestream.vehicles import VehicleBook
+
+log = logging.getLogger(__name__)
+EVICT_EVERY_S = 10.0
+SHUTDOWN_STEP_TIMEOUT_S = 3.0
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self) -> int:
+        state_dir = self.settings.state.dir
+        lock = lock_state_dir(state_dir)
+        try:
+            return await self._run_locked()
+        finally:
+            release_state_dir(lock)
+
+    async def _run_locked(self) -> int:
+        s = self.settings
+        self.store = StateStore(s.state.dir)
+        self.wal = WriteAheadLog(s.state.dir / WAL_DIR_NAME, s.state.wal_fsync)
+        self.fleet = Fleet(s.tracker.to_params())
+        self.book = VehicleBook(self.fleet, self.store, s.state.max_vehicles, s.state.idle_evict_s)
+        self.link = MqttLink(s.mqtt, self._on_message, self._on_connection_change)
+        self.pipeline = Pipeline(
+            self.fleet,
+            self.book,
+            self.link.publish,
+            self.metrics,
+            topic_prefix=s.mqtt.topic_prefix,
+            service_prefix=s.mqtt.service_prefix,
+            default_unit=s.tracker.default_unit,
+            max_future_s=s.tracker.max_future_s,
+            max_payload_bytes=s.mqtt.max_payload_bytes,
+            output_qos=s.mqtt.output_qos,
+            state_interval_s=s.mqtt.state_publish_interval_s,
+        )
+        self.durable = DurableLog(self.wal)
+        self.checkpointer = Checkpointer(self.durable, self.store, self.book, self.metrics)
+        server = self._serve_metrics()
+        try:
+            _restored, report = recover(self.store, self.wal, self.book, self.pipeline, time.time())
+            self.metrics.wal_replayed_messages = report.entries
+            await self.checkpointer.checkpoint()  # covers the replayed log; opens a segment
+            self._start(self.link.connect_and_supervise(), "mqtt")
+            self._start(self._every(s.tracker.tick_interval_s, self._tick), "tick")
+            self._start(self._every(s.state.checkpoint_interval_s, self._checkpoint), "checkpoint")
+            self._start(self._every(EVICT_EVERY_S, self._evict), "evict")
+            if s.state.wal_fsync is WalFsync.INTERVAL:
+                self._start(self._every(s.state.wal_fsync_interval_s, self._fsync), "fsync")
+            await self.stopping.wait()
+            await self._shutdown()
+        finally:
+            if server is not None:
+                await asyncio.to_thread(server.shutdown)
+                server.server_close()
+            self.store.close()
+        return 0
+
+    # Hot path ---------------------------------------------------------------------------
+    def _on_message(self, topic: str, payload: bytes, qos: int) -> Awaitable[object] | None:
+        received_at = time.time()
+        self.durable.append(received_at, topic, payload)
+        try:
+            self.pipeline.handle(topic, payload, received_at)
+        except Exception:  # a bug must not stop the daemon; the message stays in the log
+            log.exception("internal error processing a message on %r", topic)
+        return self.durable.durable() if qos else None
+
+    # Timers -----------------------------------------------------------------------------
+    def _tick(self) -> None:
+        now = time.time()
+        self.pipeline.tick(now)
+        self.link.flush_backlog()
+        m = self.metrics
+        m.active_vehicles = len(self.book)
+        m.wal_size_bytes = self.wal.size_bytes
+        m.evictions = self.book.evictions
+        m.published["status"] = self.link.status_published
+
+    async def _checkpoint(self) -> None:
+        await self.checkpointer.checkpoint()
+
+    def _evict(self) -> None:
+        evicted = self.book.evict_idle(time.time())
+        if evicted:
+            log.info("evicted %d idle vehicles to the state store", evicted)
+
+    async def _fsync(self) -> None:
+        await asyncio.to_thread(self.wal.sync)
+
+    def _on_connection_change(self, connected: bool) -> None:
+        was = self.metrics.broker_connected
+        self.metrics.broker_connected = int(connected)
+        if connected and self._ever_connected and not was:
+            self.metrics.reconnects += 1
+        self._ever_connected = self._ever_connected or connected
+
+    _ever_connected = False
+
+    async def _every(self, interval_s: float, action: Callable[[], object]) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                result = action()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("periodic %s failed", getattr(action, "__name__", action))
+
+    def _start(self, coroutine: Awaitable[None], name: str) -> None:
+        self._tasks.append(asyncio.ensure_future(coroutine))
+        self._tasks[-1].set_name(f"kinestream-{name}")
+
+    def _serve_metrics(self) -> object:
+        m = self.settings.metrics
+        if not m.enabled:
+            return None
+        server = metrics_http.serve(self.metrics, m.bind, m.port)
+        log.info("metrics on http://%s:%d/metrics", m.bind, server.server_address[1])
+        return server
+
+    # Shutdown ---------------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        log.info("stopping: disconnecting, writing the log, checkpointing")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.link.close(), SHUTDOWN_STEP_TIMEOUT_S)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.durable.flush()
+        try:
+            await asyncio.wait_for(self.checkpointer.checkpoint(), SHUTDOWN_STEP_TIMEOUT_S)
+        except TimeoutError:
+            log.error("final checkpoint timed out; the log keeps everything for the next start")
+        self.wal.close()
+        log.info("stopped")
+
+
+def install_signal_handlers(service: Service) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, service.request_stop)

@@ -1,0 +1,147 @@
+"""Per-vehicle bookkeeping the daemon keeps next to the core's ``Fleet``.
+
+The core knows event time only; the daemon also knows when each vehicle's latest reading
+arrived (wall clock), which gives the tick time the core asks for: ``latest ts + wall time since
+it arrived``. This module keeps that clock per vehicle, the tick deadlines (only vehicles the
+core says have something pending are ever ticked), which vehicles changed since the last
+checkpoint, the retained-state throttle, and residency: at most ``max_vehicles`` in memory, idle
+ones evicted to the state store and resumed from it on their next reading.
+
+Plain dicts keyed by vehicle id rather than one object per vehicle: the hot path touches a few
+of them per reading, and memory per tracked vehicle stays small.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+
+from kinestream.core.fleet import Fleet
+from kinestream.io.state_store import StateStore, StoredVehicle
+
+EVICT_BATCH_FRACTION = 0.01  # over capacity, evict this share at once (amortises the scan)
+
+
+class VehicleBook:
+    def __init__(
+        self, fleet: Fleet, store: StateStore, max_vehicles: int, idle_evict_s: float
+    ) -> None:
+        self.fleet = fleet
+        self.store = store
+        self.max_vehicles = max_vehicles
+        self.idle_evict_s = idle_evict_s
+        self.arrived: dict[str, float] = {}  # wall time of the latest message; key = resident
+        self.latest_ts: dict[str, float] = {}  # event time of the latest non-rejected reading
+        self.last_kinematics: dict[str, bytes] = {}  # JSON of the latest kinematics record
+        self.state_published_at: dict[str, float] = {}
+        self.pending_state: dict[str, bytes] = {}  # retained state held back by the throttle
+        self.touched: set[str] = set()  # since the last tick: deadlines to recompute
+        self.dirty: set[str] = set()  # since the last checkpoint: state to save
+        self.due_at: dict[str, float] = {}  # wall time at which the core wants a tick
+        self.evicted: dict[str, StoredVehicle] = {}  # evicted since the last checkpoint
+        self.saving: dict[str, StoredVehicle] = {}  # in a checkpoint being written
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self.arrived)
+
+    # Residency --------------------------------------------------------------------------
+    def resume(self, vehicle_id: str, now_wall: float) -> None:
+        """Bring a vehicle not in memory back from its last saved state, if it has one."""
+        if len(self.arrived) >= self.max_vehicles:
+            self.evict_oldest(max(1, int(self.max_vehicles * EVICT_BATCH_FRACTION)))
+        stored = (
+            self.evicted.pop(vehicle_id, None)
+            or self.saving.get(vehicle_id)
+            or self.store.load(vehicle_id)
+        )
+        if stored is not None:
+            self.restore(stored)
+        self.arrived[vehicle_id] = now_wall
+
+    def restore(self, stored: StoredVehicle) -> None:
+        vehicle_id = stored.vehicle_id
+        self.fleet.import_state(vehicle_id, stored.state)
+        self.arrived[vehicle_id] = stored.received_at or 0.0
+        if stored.last_ts is not None:
+            self.latest_ts[vehicle_id] = stored.last_ts
+        if stored.last_record is not None:
+            self.last_kinematics[vehicle_id] = stored.last_record
+        self.touched.add(vehicle_id)
+
+    def evict_idle(self, now_wall: float) -> int:
+        """Evict vehicles silent for ``idle_evict_s`` (their trips were closed by ticks)."""
+        horizon = now_wall - self.idle_evict_s
+        idle = [vid for vid, arrived in self.arrived.items() if arrived < horizon]
+        for vehicle_id in idle:
+            self.evict(vehicle_id)
+        return len(idle)
+
+    def evict_oldest(self, count: int) -> None:
+        oldest = heapq.nsmallest(count, self.arrived.items(), key=lambda item: item[1])
+        for vehicle_id, _arrived in oldest:
+            self.evict(vehicle_id)
+
+    def evict(self, vehicle_id: str) -> None:
+        """Move a vehicle's state out of memory; the next checkpoint writes it."""
+        self.evicted[vehicle_id] = self.stored(vehicle_id, self.fleet.evict(vehicle_id))
+        del self.arrived[vehicle_id]
+        self.latest_ts.pop(vehicle_id, None)
+        self.last_kinematics.pop(vehicle_id, None)
+        self.state_published_at.pop(vehicle_id, None)
+        self.pending_state.pop(vehicle_id, None)
+        self.due_at.pop(vehicle_id, None)
+        self.touched.discard(vehicle_id)
+        self.dirty.discard(vehicle_id)
+        self.evictions += 1
+
+    # Checkpoint support -------------------------------------------------------------------
+    def stored(self, vehicle_id: str, state: bytes) -> StoredVehicle:
+        return StoredVehicle(
+            vehicle_id,
+            state,
+            self.last_kinematics.get(vehicle_id),
+            self.latest_ts.get(vehicle_id),
+            self.arrived.get(vehicle_id),
+        )
+
+    def take_dirty(self) -> list[StoredVehicle]:
+        """Snapshot everything changed since the last checkpoint (call between messages)."""
+        rows = [self.stored(vid, self.fleet.export_state(vid)) for vid in self.dirty]
+        rows.extend(self.evicted.values())
+        self.saving = {row.vehicle_id: row for row in rows}
+        self.dirty = set()
+        self.evicted = {}
+        return rows
+
+    def saved(self, rows: Iterable[StoredVehicle], ok: bool) -> None:
+        """After a checkpoint: forget the snapshot, or mark it dirty again if the write failed."""
+        if not ok:
+            for row in rows:
+                if row.vehicle_id in self.arrived:
+                    self.dirty.add(row.vehicle_id)
+                else:
+                    self.evicted.setdefault(row.vehicle_id, row)
+        self.saving = {}
+
+    # Ticks ------------------------------------------------------------------------------
+    def refresh_deadlines(self) -> None:
+        """Recompute tick deadlines of vehicles that changed; convert event to wall time."""
+        fleet = self.fleet
+        for vehicle_id in self.touched:
+            deadline_ts = fleet.next_deadline(vehicle_id)
+            latest = self.latest_ts.get(vehicle_id)
+            if deadline_ts is None or latest is None:
+                self.due_at.pop(vehicle_id, None)
+            else:
+                self.due_at[vehicle_id] = self.arrived[vehicle_id] + (deadline_ts - latest)
+        self.touched = set()
+
+    def due(self, now_wall: float) -> list[tuple[str, float]]:
+        """Vehicles whose deadline has come, with the event time to tick them to."""
+        ready = [vid for vid, due_at in self.due_at.items() if due_at <= now_wall]
+        return [(vid, self.event_now(vid, now_wall)) for vid in ready]
+
+    def event_now(self, vehicle_id: str, now_wall: float) -> float:
+        """The vehicle's event-time clock: latest ts + wall time since it arrived."""
+        return self.latest_ts[vehicle_id] + max(0.0, now_wall - self.arrived[vehicle_id])

@@ -1,0 +1,191 @@
+"""The daemon's hot path without a broker: one message in, the right messages out."""
+
+import orjson
+import pytest
+
+from kinestream.config import load_settings
+from kinestream.core.fleet import Fleet
+from kinestream.io.metrics import Metrics
+from kinestream.io.state_store import StateStore
+from kinestream.pipeline import Pipeline, dead_letter_body
+from kinestream.vehicles import VehicleBook
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    def __init__(self, tmp_path, max_vehicles: int = 100, **tracker) -> None:
+        settings = load_settings(overrides={"tracker": tracker} if tracker else None)
+        self.fleet = Fleet(settings.tracker.to_params())
+        self.store = StateStore(tmp_path)
+        self.book = VehicleBook(self.fleet, self.store, max_vehicles, idle_evict_s=3600.0)
+        self.metrics = Metrics()
+        self.sent: list[tuple[str, bytes, int, bool]] = []
+        self.clock = Clock(T0)
+        self.pipeline = Pipeline(
+            self.fleet,
+            self.book,
+            lambda topic, body, qos, retain: self.sent.append((topic, body, qos, retain)),
+            self.metrics,
+            topic_prefix="vehicles",
+            service_prefix="kinestream",
+            default_unit=settings.tracker.default_unit,
+            max_future_s=10.0,
+            max_payload_bytes=1000,
+            clock=self.clock,
+        )
+
+    def send(self, vehicle: str, ts: float, speed: float, received_at: float | None = None):
+        payload = orjson.dumps({"ts": ts, "speed": speed})
+        self.clock.now = received_at if received_at is not None else ts
+        self.pipeline.handle(f"vehicles/{vehicle}/speed", payload, self.clock.now)
+
+    def on(self, topic: str) -> list[dict]:
+        return [orjson.loads(body) for t, body, _q, _r in self.sent if t == topic]
+
+
+@pytest.fixture
+def harness(tmp_path):
+    return Harness(tmp_path)
+
+
+def test_reading_becomes_kinematics_and_retained_state(harness):
+    """An accepted reading is published on /kinematics (not retained) and /state (retained)."""
+    harness.send("truck-7", T0, 10.0)
+    harness.send("truck-7", T0 + 1.0, 12.0)
+    kinematics = harness.on("vehicles/truck-7/kinematics")
+    assert [k["ts"] for k in kinematics] == [T0, T0 + 1.0]
+    assert kinematics[-1]["vehicle_id"] == "truck-7"
+    assert kinematics[-1]["distance_m"] == pytest.approx(11.0)  # trapezoid of 10 and 12 m/s
+    retained = [(t, r) for t, _b, _q, r in harness.sent if t.endswith("/state")]
+    assert retained and all(r for _t, r in retained)
+    assert not any(r for t, _b, _q, r in harness.sent if t.endswith("/kinematics"))
+    assert harness.metrics.readings["accepted"] == 2
+
+
+def test_bad_topic_is_dead_lettered_with_reason(harness):
+    """A message on a topic that is not {prefix}/{id}/speed goes to the dead-letter topic."""
+    harness.pipeline.handle("vehicles/bad id!/speed", b"12", T0)
+    [letter] = harness.on("kinestream/deadletter")
+    assert letter["reason"] == "invalid_vehicle_id"
+    assert letter["topic"] == "vehicles/bad id!/speed"
+    assert letter["payload"] == "12"
+    assert letter["received_at"] == T0
+    assert "bad id!" in letter["message"]
+    assert harness.metrics.dead_letters["invalid_vehicle_id"] == 1
+
+
+def test_binary_payload_is_dead_lettered_base64(harness):
+    """A payload that is not UTF-8 is carried as payload_b64 in the dead letter."""
+    harness.pipeline.handle("vehicles/a/speed", b"\xff\xfe\x00", T0)
+    [letter] = harness.on("kinestream/deadletter")
+    assert letter["payload_b64"] == "//4A"
+    assert "payload" not in letter
+    assert letter["reason"] == "malformed_payload"
+
+
+def test_duplicate_is_counted_not_dead_lettered(harness):
+    """A redelivered reading (same ts) changes nothing and is only counted."""
+    harness.send("a", T0, 5.0)
+    harness.send("a", T0 + 1, 6.0)
+    harness.send("a", T0 + 1, 6.0)
+    assert harness.metrics.readings["duplicate"] == 1
+    assert harness.on("kinestream/deadletter") == []
+    assert len(harness.on("vehicles/a/kinematics")) == 2
+
+
+def test_reading_from_the_future_is_rejected(harness):
+    """A timestamp more than max_future_s after the receive time is dead-lettered."""
+    harness.send("a", T0 + 11.0, 5.0, received_at=T0)
+    [letter] = harness.on("kinestream/deadletter")
+    assert letter["reason"] == "timestamp_in_future"
+    assert harness.on("vehicles/a/kinematics") == []
+
+
+def test_old_event_times_are_fine(harness):
+    """Replays of old logs are a main use: a year-old timestamp is accepted."""
+    harness.send("a", T0 - 365 * 86400.0, 5.0, received_at=T0)
+    assert len(harness.on("vehicles/a/kinematics")) == 1
+
+
+def test_retained_state_is_throttled_to_one_per_interval(harness):
+    """Readings 0.1 s apart publish state at most once per second, and the latest at the end."""
+    for i in range(5):
+        harness.send("a", T0 + 0.1 * i, 5.0)
+    states = harness.on("vehicles/a/state")
+    assert [s["ts"] for s in states] == [T0]
+    harness.pipeline.flush_state(T0 + 1.0)
+    states = harness.on("vehicles/a/state")
+    assert [s["ts"] for s in states] == [T0, T0 + 0.4]
+
+
+def test_tick_closes_the_trip_of_a_silent_vehicle(harness):
+    """With no more readings, ticks advance event time and the open trip is published."""
+    for i in range(10):
+        harness.send("a", T0 + i, 10.0)
+    assert harness.on("vehicles/a/trips") == []
+    harness.pipeline.tick(T0 + 9 + 60.0)
+    assert harness.on("vehicles/a/trips") == []  # a 60 s gap is not over max_gap_s yet
+    harness.pipeline.tick(T0 + 9 + 200.0)
+    [trip] = harness.on("vehicles/a/trips")
+    assert trip["vehicle_id"] == "a"
+    assert trip["distance_m"] == pytest.approx(90.0)
+
+
+def test_idle_vehicles_are_not_ticked(harness):
+    """Vehicles with nothing pending (next_deadline None) are never handed to Fleet.tick."""
+    harness.send("parked", T0, 0.0)
+    ticked = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(harness.fleet, name)
+
+        def tick(self, vehicle_id, now_ts):
+            ticked.append(vehicle_id)
+            return harness.fleet.tick(vehicle_id, now_ts)
+
+    harness.pipeline.fleet = Spy()
+    harness.pipeline.tick(T0 + 1000.0)
+    assert ticked == []
+
+
+def test_evicted_vehicle_resumes_its_odometer(tmp_path):
+    """Beyond max_vehicles the oldest is evicted; its next reading continues its distance."""
+    h = Harness(tmp_path, max_vehicles=2)
+    h.send("a", T0, 10.0)
+    h.send("a", T0 + 1, 10.0)
+    h.send("b", T0 + 2, 10.0)
+    h.send("c", T0 + 3, 10.0)  # evicts a
+    assert "a" not in h.book.arrived
+    assert h.book.evictions == 1
+    h.send("a", T0 + 4, 10.0)
+    assert h.on("vehicles/a/kinematics")[-1]["distance_m"] == pytest.approx(40.0)
+
+
+def test_evicted_state_survives_a_checkpoint_round_trip(tmp_path):
+    """An evicted vehicle saved by a checkpoint resumes from the store in a new book."""
+    h = Harness(tmp_path, max_vehicles=1)
+    h.send("a", T0, 10.0)
+    h.send("a", T0 + 1, 10.0)
+    h.send("b", T0 + 2, 10.0)  # evicts a
+    rows = h.book.take_dirty()
+    h.store.save(rows, wal_generation=1)
+    h.book.saved(rows, ok=True)
+    fresh = Harness(tmp_path, max_vehicles=10)
+    fresh.send("a", T0 + 2, 10.0)
+    assert fresh.on("vehicles/a/kinematics")[-1]["distance_m"] == pytest.approx(20.0)
+
+
+def test_dead_letter_body_survives_surrogates():
+    """Even a topic with lone surrogates yields valid JSON for the dead letter."""
+    body = orjson.loads(dead_letter_body("a/\udcff", b"x", "invalid_topic", "m", 1.0))
+    assert body["reason"] == "invalid_topic"
