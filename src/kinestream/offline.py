@@ -13,11 +13,16 @@ topic) is kept in ``ProcessResult.problems`` with its file and line.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
 
 from kinestream.core.fleet import Fleet
 from kinestream.core.params import TrackerParams
@@ -41,6 +46,9 @@ from kinestream.io.payloads import (
     decode_speed_samples,
     vehicle_id_from_topic,
 )
+
+if TYPE_CHECKING:
+    from kinestream.core.batch import BatchResult
 
 __all__ = [
     "InputOptions",
@@ -204,6 +212,10 @@ def _problems(path: Path, bad_lines: Iterable[BadLine]) -> list[Problem]:
     return [Problem(path, b.line_number, b.reason, b.message) for b in bad_lines]
 
 
+def _optional(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
 # --- Summaries -------------------------------------------------------------------------
 
 
@@ -319,8 +331,46 @@ class _Collector:
     def reject(self, rejection: Rejection) -> None:
         self.summary(rejection.vehicle_id or "").add_rejection(rejection)
 
+    def add_batch(self, result: BatchResult) -> None:
+        """The batch core's columns as summaries: per-vehicle reductions over row groups."""
+        for rejection in result.rejections:
+            self.reject(rejection)
+        for code, name in enumerate(result.vehicle_ids):
+            self.summary(name).duplicates += int(result.duplicates[code])
+        if len(result):
+            self._add_rows(result)
+        for trip in result.trips:
+            self.summary(trip.vehicle_id).trips.append(trip)
+        for event in result.events:
+            self._add_other(event)
+        if self._on_kinematics is not None:
+            write = self._on_kinematics
+            for row in np.argsort(result.index, kind="stable"):  # arrival order, as streamed
+                write(result.row(int(row)))
+
+    def _add_rows(self, result: BatchResult) -> None:
+        vehicle = result.vehicle
+        starts = np.flatnonzero(np.diff(vehicle, prepend=-1))  # rows are grouped by vehicle
+        ends = np.append(starts[1:], len(result)) - 1
+        counts = ends - starts + 1
+        accel = result.acceleration_mps2
+        max_accel = np.fmax.reduceat(accel, starts)  # fmax/fmin skip NaN (no estimate yet)
+        min_accel = np.fmin.reduceat(accel, starts)
+        max_speed = np.maximum.reduceat(result.speed_mps, starts)
+        for group, (start, end) in enumerate(zip(starts, ends, strict=True)):
+            summary = self.summary(result.vehicle_ids[int(vehicle[start])])
+            summary.readings += int(counts[group])
+            summary.first_ts = float(result.ts[start])
+            summary.last_ts = float(result.ts[end])
+            summary.distance_m = float(result.distance_m[end])
+            summary.max_speed_mps = float(max_speed[group])
+            summary.max_acceleration_mps2 = _optional(max_accel[group])
+            summary.max_deceleration_mps2 = _optional(min_accel[group])
+
 
 # --- The run ---------------------------------------------------------------------------
+
+Engine = Literal["batch", "stream"]
 
 
 def process_inputs(
@@ -331,31 +381,127 @@ def process_inputs(
     on_kinematics: Callable[[Kinematics], None] | None = None,
     on_event: Callable[[HarshEvent], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    engine: Engine | None = None,
 ) -> ProcessResult:
-    """Run every input through one Fleet, in order; then close each vehicle's last trip.
+    """Run every input through the core, in order; then end each vehicle's input.
 
-    ``on_kinematics`` receives each kinematics record as it is made (``-o``), ``on_event``
-    each harsh event (``plot`` marks them);
-    ``on_progress`` receives the readings and input bytes done so far, every few thousand.
+    ``on_kinematics`` receives each kinematics record, in the order the readings arrived
+    (``-o``); ``on_event`` each harsh event (``plot`` marks them); ``on_progress`` the readings
+    and input bytes read so far, every few thousand. ``engine="batch"`` (the default when the
+    core has ``batch.py``) runs the core over whole arrays; ``"stream"`` feeds a ``Fleet`` one
+    reading at a time, as the daemon does. Both give the same records (a test holds them to it).
     """
     check_inputs(paths)
     collector = _Collector(on_kinematics, on_event)
     sources = _Sources(options, collector.reject)
-    fleet = Fleet(params or TrackerParams())
-    update, add = fleet.update, collector.add
-    max_future_s = options.max_future_s
+    arrivals = _arrivals_with_progress(paths, sources, on_progress)
+    params = params or TrackerParams()
+    if (engine or default_engine()) == "stream":
+        _run_stream(arrivals, params, options.max_future_s, collector)
+    else:
+        _run_batch(arrivals, params, options.max_future_s, collector)
+    summaries = dict(sorted(collector.summaries.items()))
+    return ProcessResult(summaries, sources.problems)
+
+
+def default_engine() -> Engine:
+    """``"batch"`` when the core has its whole-array path, else ``"stream"``."""
+    return "batch" if find_spec("kinestream.core.batch") is not None else "stream"
+
+
+def _arrivals_with_progress(
+    paths: Sequence[Path], sources: _Sources, on_progress: Callable[[int, int], None] | None
+) -> Iterator[Arrival]:
+    if on_progress is None:
+        for path in paths:
+            yield from sources.arrivals(path)
+        return
     count = 0
     bytes_done = 0
     for path in paths:
-        for vehicle_id, ts, speed_mps, flags, received_at in sources.arrivals(path):
-            reading = Reading(vehicle_id, ts, speed_mps, flags)
-            too_early = check_not_future(reading, received_at, max_future_s)
-            add(update(reading) if too_early is None else [too_early])
+        for arrival in sources.arrivals(path):
+            yield arrival
             count += 1
-            if on_progress is not None and count % _PROGRESS_EVERY == 0:
+            if count % _PROGRESS_EVERY == 0:
                 on_progress(count, bytes_done + sources.bytes_read)
         bytes_done += path.stat().st_size
+
+
+def _run_stream(
+    arrivals: Iterable[Arrival], params: TrackerParams, max_future_s: float, collector: _Collector
+) -> None:
+    fleet = Fleet(params)
+    update, add = fleet.update, collector.add
+    for vehicle_id, ts, speed_mps, flags, received_at in arrivals:
+        reading = Reading(vehicle_id, ts, speed_mps, flags)
+        too_early = check_not_future(reading, received_at, max_future_s)
+        add(update(reading) if too_early is None else [too_early])
     for vehicle_id in list(fleet.vehicle_ids()):
         add(fleet.finish(vehicle_id))
-    summaries = dict(sorted(collector.summaries.items()))
-    return ProcessResult(summaries, sources.problems)
+
+
+class _Columns:
+    """Arrivals as arrays (vehicle code, ts, speed, receive time), for the batch core."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._code_of: dict[str, int] = {}
+        self.codes = array("q")
+        self.ts = array("d")
+        self.speed_mps = array("d")
+        self.received_at = array("d")
+        self.flags: dict[int, tuple[str, ...]] = {}  # sparse: most readings carry none
+
+    def fill(self, arrivals: Iterable[Arrival]) -> None:
+        code_of, names = self._code_of, self.names
+        codes, ts_column, speeds, received = self.codes, self.ts, self.speed_mps, self.received_at
+        flags_of = self.flags
+        for vehicle_id, ts, speed_mps, flags, received_at in arrivals:
+            code = code_of.get(vehicle_id)
+            if code is None:
+                code = code_of[vehicle_id] = len(names)
+                names.append(vehicle_id)
+            if flags:
+                flags_of[len(ts_column)] = flags
+            codes.append(code)
+            ts_column.append(ts)
+            speeds.append(speed_mps)
+            received.append(received_at)
+
+    def flags_list(self, keep: npt.NDArray[np.intp]) -> list[tuple[str, ...]] | None:
+        """Per kept reading, its flags; ``None`` when no reading has any."""
+        if not self.flags:
+            return None
+        flags_of = self.flags
+        return [flags_of.get(int(i), ()) for i in keep]
+
+
+def _run_batch(
+    arrivals: Iterable[Arrival], params: TrackerParams, max_future_s: float, collector: _Collector
+) -> None:
+    columns = _Columns()
+    columns.fill(arrivals)
+    codes = np.frombuffer(columns.codes, dtype=np.int64).astype(np.intp)
+    ts = np.frombuffer(columns.ts, dtype=np.float64)
+    speed_mps = np.frombuffer(columns.speed_mps, dtype=np.float64)
+    # The daemon's receive-time check, before the core (NaN receive times never trip it).
+    too_early = ts - np.frombuffer(columns.received_at, dtype=np.float64) > max_future_s
+    for i in np.flatnonzero(too_early):
+        reading = Reading(columns.names[codes[i]], float(ts[i]), float(speed_mps[i]))
+        rejection = check_not_future(reading, float(columns.received_at[i]), max_future_s)
+        if rejection is not None:
+            collector.reject(rejection)
+    keep = np.flatnonzero(~too_early)
+    if keep.shape[0] == 0:
+        return
+    from kinestream.core.batch import process_batch_codes  # only when the core has it
+
+    result = process_batch_codes(
+        codes[keep],
+        columns.names,
+        ts[keep],
+        speed_mps[keep],
+        params,
+        flags=columns.flags_list(keep),
+    )
+    collector.add_batch(result)
