@@ -46,9 +46,10 @@ def messy_log(path: Path) -> Path:
     return path
 
 
-def run(paths, engine, method, options=InputOptions()):
+def run(paths, engine, method, options=None):
     records = []
     params = TrackerParams(estimator=EstimatorParams(method=method))
+    options = options or InputOptions()
     result = process_inputs(paths, options, params, on_kinematics=records.append, engine=engine)
     return result, records
 
