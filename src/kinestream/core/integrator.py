@@ -7,7 +7,14 @@ compensation term, so the total is as good as a correctly rounded sum in practic
 
 from __future__ import annotations
 
+import itertools
 from array import array
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
 
 
 def trapezoid_m(speed0_mps: float, speed1_mps: float, dt_s: float) -> float:
@@ -29,3 +36,52 @@ def neumaier_add(slots: array[float], sum_index: int, x: float) -> None:
 def compensated(slots: array[float], sum_index: int) -> float:
     """The sum's best value: the running total plus its compensation."""
     return slots[sum_index] + slots[sum_index + 1]
+
+
+def compensated_cumsum(x: FloatArray) -> FloatArray:
+    """Every partial Neumaier sum of ``x``, bit for bit what ``neumaier_add`` gives in a loop.
+
+    Neumaier's running total is the plain left-to-right sum (``np.cumsum`` is sequential), and
+    its compensation is the plain running sum of each step's exact rounding error, which only
+    needs the previous total: both vectorise.
+    """
+    total = np.cumsum(x)
+    previous = np.empty_like(total)
+    previous[:1] = 0.0
+    previous[1:] = total[:-1]
+    error = np.where(np.abs(previous) >= np.abs(x), (previous - total) + x, (x - total) + previous)
+    return total + np.cumsum(error)
+
+
+def segmented_compensated_cumsum(x: FloatArray, starts: IntArray) -> FloatArray:
+    """``compensated_cumsum`` restarted at each index in ``starts`` (sorted, ``starts[0] == 0``).
+
+    Segments of similar length run as rows of one padded 2-D array (zeros after a segment's
+    end change nothing); very uneven ones run one by one.
+    """
+    n = x.shape[0]
+    out = np.empty(n)
+    if n == 0:
+        return out
+    bounds = np.append(starts, n)
+    lengths = np.diff(bounds)
+    width = int(lengths.max())
+    if len(lengths) * width <= 2 * n + 1024:
+        rows = np.zeros((len(lengths), width))
+        columns = np.arange(n) - np.repeat(starts, lengths)
+        row_of = np.repeat(np.arange(len(lengths)), lengths)
+        rows[row_of, columns] = x
+        return _compensated_rows(rows)[row_of, columns]
+    for start, end in itertools.pairwise(bounds):
+        out[start:end] = compensated_cumsum(x[start:end])
+    return out
+
+
+def _compensated_rows(rows: FloatArray) -> FloatArray:
+    total = np.cumsum(rows, axis=1)
+    previous = np.zeros_like(total)
+    previous[:, 1:] = total[:, :-1]
+    error = np.where(
+        np.abs(previous) >= np.abs(rows), (previous - total) + rows, (rows - total) + previous
+    )
+    return total + np.cumsum(error, axis=1)
