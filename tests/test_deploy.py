@@ -273,3 +273,28 @@ def test_daemon_environment_is_valid_configuration(compose, monkeypatch):
     assert settings.mqtt.client_id == "kinestream-compose"
     state_mount = next(v for v in service["volumes"] if v.startswith("kinestream-state:"))
     assert str(settings.state.dir) == state_mount.split(":")[1]
+
+
+def _settings(path: Path) -> dict[str, list[str]]:
+    """Option name -> values (in order) of a mosquitto config, comments and blanks skipped."""
+    settings: dict[str, list[str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.strip().partition(" ")
+            settings.setdefault(name, []).append(value)
+    return settings
+
+
+def test_container_broker_config_keeps_the_host_configs_guarantees():
+    """docker.conf sets every option of the documented host config (persistence, queue and
+    in-flight limits, session expiry) to the same value; only paths and logging differ."""
+    own_to_the_container = {"persistence_location", "log_dest", "log_type", "log_timestamp_format"}
+    host = _settings(MOSQUITTO_DIR / "mosquitto.conf")
+    container = _settings(MOSQUITTO_DIR / "docker.conf")
+    differing = {
+        name
+        for name in host.keys() | container.keys()
+        if host.get(name) != container.get(name) and name not in own_to_the_container
+    }
+    assert differing == set()
+    assert container["persistence_location"] == ["/mosquitto/data/"]
