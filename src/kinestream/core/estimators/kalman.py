@@ -156,6 +156,11 @@ class _Segments:
         self.perm = np.empty(len(rank), dtype=np.intp)
         self.perm[self.offsets[step] + rank] = self.starts[rank] + step
 
+    def rows(self) -> list[tuple[int, int, int]]:
+        """(start of step k's row, its width, start of step k-1's row) for k ≥ 1."""
+        offsets, widths = self.offsets.tolist(), self.widths.tolist()
+        return [(offsets[k], widths[k], offsets[k - 1]) for k in range(1, self.steps)]
+
 
 def _estimate_batch(
     ts: FloatArray,
@@ -184,45 +189,61 @@ def _lockstep(
     params: EstimatorParams,
     out: list[FloatArray],
 ) -> tuple[FloatArray, ...]:
-    """Run the first ``seg.steps`` readings of every segment with numpy across segments."""
+    """Run the first ``seg.steps`` readings of every segment with numpy across segments.
+
+    What depends only on Δt, and the square roots of stored variances, are computed for all
+    steps at once; the loop keeps only the recursion. Element-wise IEEE arithmetic with the
+    scalar class's expressions in the same order gives the same bits.
+    """
+    if seg.steps == 0:
+        return ()
     q = float(params.kalman_jerk_psd_m2ps5)
     r2 = float(params.kalman_speed_sigma_mps) * float(params.kalman_speed_sigma_mps)
     t_sm, z_sm = ts[seg.perm], speed_mps[seg.perm]
-    res = [np.full(len(seg.perm), np.nan) for _ in out]
-    if seg.steps == 0:
-        return ()
+    rows = seg.rows()
+    dt_sm = np.zeros(len(seg.perm))
+    for lo, w, prev in rows:
+        np.subtract(t_sm[lo : lo + w], t_sm[prev : prev + w], out=dt_sm[lo : lo + w])
+    dt_sm = np.where(dt_sm > 0.0, dt_sm, 0.0)
+    qdt_sm = q * dt_sm
+    cubic_sm = qdt_sm * dt_sm * dt_sm / 3.0
+    half_sm = qdt_sm * dt_sm * 0.5
+    vp_sm, s_sm, a_sm, p11_sm, jerk_sm = (np.full(len(seg.perm), np.nan) for _ in range(5))
     w = int(seg.widths[0])
-    t, v = t_sm[:w].copy(), z_sm[:w].copy()
+    v = z_sm[:w].copy()
     a, p00, p01 = np.zeros(w), np.full(w, r2), np.zeros(w)
     p11 = np.full(w, _INITIAL_ACCEL_SIGMA_MPS2 * _INITIAL_ACCEL_SIGMA_MPS2)
-    for k in range(1, seg.steps):
-        w = int(seg.widths[k])
-        lo, hi = int(seg.offsets[k]), int(seg.offsets[k]) + w
-        t, v, a, p00, p01, p11 = t[:w], v[:w], a[:w], p00[:w], p01[:w], p11[:w]
-        ts_k, z = t_sm[lo:hi], z_sm[lo:hi]
-        dt = ts_k - t
-        dt = np.where(dt > 0.0, dt, 0.0)
-        qdt = q * dt
+    for k, (lo, w, _) in enumerate(rows, start=1):
+        hi = lo + w
+        v, a, p00, p01, p11 = v[:w], a[:w], p00[:w], p01[:w], p11[:w]
+        dt = dt_sm[lo:hi]
         vp = v + dt * a
-        p00p = p00 + dt * (2.0 * p01 + dt * p11) + qdt * dt * dt / 3.0
-        p01p = p01 + dt * p11 + qdt * dt * 0.5
-        p11p = p11 + qdt
+        dt_p11 = dt * p11
+        p00p = p00 + dt * (2.0 * p01 + dt_p11) + cubic_sm[lo:hi]
+        p01p = p01 + dt_p11 + half_sm[lo:hi]
+        p11p = p11 + qdt_sm[lo:hi]
         s = p00p + r2
-        res[3][lo:hi] = vp
-        res[4][lo:hi] = np.sqrt(np.maximum(s, 0.0))
         k0 = p00p / s
         k1 = p01p / s
-        y = z - vp
+        y = z_sm[lo:hi] - vp
         a_new = a + k1 * y
         if k >= 2:
-            res[2][lo:hi] = np.where(dt > 0.0, (a_new - a) / dt, np.nan)
-        t, v, a = ts_k, vp + k0 * y, a_new
+            np.divide(a_new - a, dt, out=jerk_sm[lo:hi])
+        a, v = a_new, vp + k0 * y
         p00, p01, p11 = r2 * k0, r2 * k1, p11p - k1 * p01p
-        res[0][lo:hi] = a_new
-        res[1][lo:hi] = np.sqrt(np.maximum(p11, 0.0))
-    for column, values in zip(out, res, strict=True):
+        vp_sm[lo:hi], s_sm[lo:hi], a_sm[lo:hi], p11_sm[lo:hi] = vp, s, a, p11
+    jerk_sm[dt_sm == 0.0] = np.nan  # no jerk across a non-advancing timestamp
+    results = (
+        a_sm,
+        np.sqrt(np.maximum(p11_sm, 0.0)),
+        jerk_sm,
+        vp_sm,
+        np.sqrt(np.maximum(s_sm, 0.0)),
+    )
+    for column, values in zip(out, results, strict=True):
         column[seg.perm] = values
-    return (t, v, a, p00, p01, p11)
+    last = seg.perm[seg.offsets[seg.steps - 1] : seg.offsets[seg.steps]]
+    return (ts[last], v, a, p00, p01, p11)
 
 
 def _scalar_tail(
