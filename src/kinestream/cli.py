@@ -15,7 +15,15 @@ from kinestream import __version__
 from kinestream.errors import KinestreamError, UsageError
 
 # One module per command under kinestream.commands; each exposes register(subparsers).
-COMMAND_MODULES: tuple[str, ...] = ("process", "plot", "run", "state")
+COMMAND_MODULES: tuple[str, ...] = (
+    "process",
+    "plot",
+    "run",
+    "state",
+    "record",
+    "replay",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,7 @@ import random
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import gmqtt
 from gmqtt.mqtt.handler import MQTTConnectError
@@ -247,3 +248,193 @@ class MqttLink:
                 await asyncio.wait_for(self._client.disconnect(), 2.0)
         else:
             await self._close_quietly()
+
+
+# --- A plain client for the tools: record, replay, demo ----------------------------------
+
+
+def quiet_mqtt_library_logs() -> None:
+    """For the CLI tools: gmqtt logs each connection at INFO and a protocol downgrade (MQTT 5
+    refused by a 3.1.1 broker) as a warning; only its errors are worth a user's screen."""
+    logging.getLogger("gmqtt").setLevel(logging.ERROR)
+
+
+def parse_broker_url(url: str) -> tuple[str, int, bool, str | None, str | None]:
+    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...`` -> (host, port, tls, user,
+    password). Raises ValueError naming the URL."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError(f"broker URL {url!r} is not mqtt://host[:port] or mqtts://host[:port]")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise ValueError(f"broker URL {url!r} has an invalid port") from None
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return parts.hostname, port, parts.scheme == "mqtts", user, password
+
+
+class _AckingClient(gmqtt.Client):
+    """gmqtt client that reports each PUBACK (gmqtt itself only drops the stored message)."""
+
+    acknowledged: Callable[[int], None] = staticmethod(lambda _mid: None)
+    lost: Callable[[], None] = staticmethod(lambda: None)
+
+    def publish_mid(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
+        """Like ``publish``, but returns the packet id (gmqtt's ``publish`` drops it)."""
+        mid, package = self._connection.publish(
+            gmqtt.Message(topic, payload, qos=qos, retain=retain)
+        )
+        if qos > 0:
+            self._persistent_storage.push_message(mid, package)
+        return int(mid or 0)
+
+    def _remove_message_from_queue(self, mid: int) -> None:
+        super()._remove_message_from_queue(mid)
+        self.acknowledged(mid)
+
+    async def reconnect(self, delay: bool = False) -> None:
+        # gmqtt calls this when the connection drops. The tools fail fast instead: a replay
+        # that cannot say which messages the broker has is better stopped with exit 1.
+        self.lost()
+
+
+class ToolClient:
+    """Clean-session MQTT client for ``record``, ``replay`` and ``demo``.
+
+    ``await publish(..., qos=1)`` returns once the broker acknowledged the message; when the
+    broker's in-flight window (its Receive Maximum) is full it waits for a free slot. Received
+    messages go to ``on_message(topic, payload, retain)``, a plain function that runs before
+    the PUBACK is sent, so a recorder that writes there loses nothing it acknowledged.
+    A lost connection fails every waiting publish (and later ones) with ConnectionError:
+    no reconnect, so the caller can report exactly how far it got.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str | None = None,
+        on_message: Callable[[str, bytes, bool], None] | None = None,
+    ) -> None:
+        self.host, self.port, self.tls, username, password = parse_broker_url(url)
+        self.url = url
+        self._on_message_callback = on_message
+        self._client = _AckingClient(
+            client_id, clean_session=True, optimistic_acknowledgement=False
+        )
+        self._client.acknowledged = self._acknowledged
+        self._client.lost = self._connection_lost
+        self._lost_error: ConnectionError | None = None
+        self.lost = asyncio.Event()  # set when the connection drops
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        if username is not None:
+            self._client.set_auth_credentials(username, password)
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        # The broker's in-flight window (its Receive Maximum), learnt from the first refusal,
+        # so later publishes wait for a slot instead of building packets that cannot go out.
+        self._window: int | None = None
+        self._subacks: dict[int, asyncio.Future[None]] = {}
+
+    async def connect(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        """Connect or raise ConnectionError naming the broker."""
+        context = ssl.create_default_context() if self.tls else False
+        # MQTT 3.1.1: the tools need nothing from 5, and every broker speaks it, the embedded
+        # amqtt included (gmqtt's downgrade from 5 costs a reconnect delay of several seconds).
+        connecting = self._client.connect(
+            self.host, self.port, ssl=context, version=gmqtt.constants.MQTTv311
+        )
+        try:
+            await asyncio.wait_for(connecting, timeout_s)
+        except (OSError, TimeoutError, MQTTConnectError) as error:
+            raise ConnectionError(
+                f"cannot connect to broker {self.url}: {error or 'timeout'}"
+            ) from error
+
+    async def subscribe(
+        self, *filters: str, qos: int = 1, timeout_s: float = CONNECT_TIMEOUT_S
+    ) -> None:
+        """Subscribe and wait for the SUBACK; PermissionError when the broker refuses."""
+        subscriptions = [gmqtt.Subscription(f, qos=qos) for f in filters]
+        mid = self._client.subscribe(subscriptions)
+        done = asyncio.get_running_loop().create_future()
+        self._subacks[mid] = done
+        await asyncio.wait_for(done, timeout_s)
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Publish; at QoS 1 return only once the broker acknowledged it."""
+        if self._lost_error is not None:
+            raise self._lost_error
+        if qos == 0:
+            self._client.publish(topic, payload, qos=0, retain=retain)
+            return
+        while True:
+            if self._window is None or len(self._acks) < self._window:
+                try:
+                    mid = self._client.publish_mid(topic, payload, qos, retain)
+                    break
+                except OverflowError:  # every packet id of the broker's window is in flight
+                    self._window = max(1, len(self._acks))
+            slot = asyncio.get_running_loop().create_future()
+            self._slot_waiters.append(slot)
+            await slot
+        acknowledged = asyncio.get_running_loop().create_future()
+        self._acks[mid] = acknowledged
+        await acknowledged
+
+    def _acknowledged(self, mid: int) -> None:
+        future = self._acks.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+        while self._slot_waiters:  # one packet id came free: wake one waiting publisher
+            slot = self._slot_waiters.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                break
+
+    def _connection_lost(self) -> None:
+        if self._lost_error is not None:
+            return
+        self._lost_error = ConnectionError(f"lost the connection to broker {self.url}")
+        self.lost.set()
+        waiting = [*self._acks.values(), *self._slot_waiters, *self._subacks.values()]
+        self._acks.clear()
+        self._slot_waiters.clear()
+        self._subacks.clear()
+        for future in waiting:
+            if not future.done():
+                future.set_exception(self._lost_error)
+
+    async def _on_message(
+        self, _client: object, topic: str, payload: bytes, _qos: int, properties: dict[str, Any]
+    ) -> int:
+        if self._on_message_callback is not None:
+            retain = bool(properties.get("retain", 0)) if isinstance(properties, dict) else False
+            self._on_message_callback(topic, payload, retain)
+        return SUCCESS
+
+    def _on_subscribe(
+        self, _client: object, mid: int, granted: object, _properties: object
+    ) -> None:
+        future = self._subacks.pop(mid, None)
+        if future is None or future.done():
+            return
+        codes = granted if isinstance(granted, list | tuple) else [granted]
+        if any(isinstance(code, int) and code >= 0x80 for code in codes):
+            future.set_exception(PermissionError(f"broker {self.url} refused the subscription"))
+        else:
+            future.set_result(None)
+
+    async def disconnect(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._client.disconnect(), 2.0)
+
+    async def __aenter__(self) -> ToolClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.disconnect()
