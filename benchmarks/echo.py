@@ -1,0 +1,111 @@
+"""The bare echo: the least a Python MQTT client can do per reading (receive it, publish one
+message back), with no decoding or processing. Its throughput is the ceiling any daemon on
+the same client can reach, so kinestream's figures are reported as ratios to it.
+
+    python benchmarks/echo.py --client gmqtt --port P --qos-in 1 --qos-out 0 [--uvloop]
+
+Clients: gmqtt (default optimistic acknowledgement: PUBACK before the handler runs),
+gmqtt-ackafter (PUBACK after the handler returns, the mode a crash-safe daemon needs),
+paho (its own network loop, one thread), aiomqtt (asyncio wrapper around paho).
+Prints READY once the subscription is acknowledged; runs until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from benchlib import TOPIC_PREFIX
+
+IN_FILTER = f"{TOPIC_PREFIX}/+/speed"
+SUFFIX_IN = "speed"
+SUFFIX_OUT = "kinematics"
+
+
+def out_topic(topic: str) -> str:
+    return topic[: -len(SUFFIX_IN)] + SUFFIX_OUT
+
+
+def ready() -> None:
+    print("READY", flush=True)
+
+
+async def run_gmqtt(port: int, qos_in: int, qos_out: int, ack_after: bool) -> None:
+    import gmqtt
+
+    client = gmqtt.Client("bench-echo", optimistic_acknowledgement=not ack_after)
+    subscribed = asyncio.Event()
+
+    def on_message(client, topic, payload, qos, properties):
+        client.publish(out_topic(topic), payload, qos=qos_out)
+        return 0
+
+    async def on_message_async(client, topic, payload, qos, properties):
+        # gmqtt sends the PUBACK only after this coroutine returns its reason code.
+        client.publish(out_topic(topic), payload, qos=qos_out)
+        return 0
+
+    client.on_message = on_message_async if ack_after else on_message
+    client.on_subscribe = lambda *args: subscribed.set()
+    await client.connect("127.0.0.1", port)
+    client.subscribe(IN_FILTER, qos=qos_in)
+    await subscribed.wait()
+    ready()
+    await asyncio.Event().wait()
+
+
+def run_paho(port: int, qos_in: int, qos_out: int) -> None:
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-echo")
+
+    def on_message(client, userdata, message):
+        client.publish(out_topic(message.topic), message.payload, qos_out)
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        client.subscribe(IN_FILTER, qos_in)
+
+    client.on_message = on_message
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *args: ready()
+    client.connect("127.0.0.1", port)
+    client.loop_forever()
+
+
+async def run_aiomqtt(port: int, qos_in: int, qos_out: int) -> None:
+    import aiomqtt
+
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-echo") as client:
+        await client.subscribe(IN_FILTER, qos_in)
+        ready()
+        async for message in client.messages:
+            await client.publish(out_topic(message.topic.value), message.payload, qos=qos_out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--client", choices=("gmqtt", "gmqtt-ackafter", "paho", "aiomqtt"))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--qos-in", type=int, choices=(0, 1), default=0)
+    parser.add_argument("--qos-out", type=int, choices=(0, 1), default=0)
+    parser.add_argument("--uvloop", action="store_true")
+    args = parser.parse_args()
+
+    if args.client == "paho":
+        run_paho(args.port, args.qos_in, args.qos_out)
+        return
+    if args.client == "aiomqtt":
+        coroutine = run_aiomqtt(args.port, args.qos_in, args.qos_out)
+    else:
+        ack_after = args.client == "gmqtt-ackafter"
+        coroutine = run_gmqtt(args.port, args.qos_in, args.qos_out, ack_after)
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(coroutine)
+    else:
+        asyncio.run(coroutine)
+
+
+if __name__ == "__main__":
+    main()

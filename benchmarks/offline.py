@@ -1,0 +1,206 @@
+"""Offline rows of the harness: `kinestream process` per method, the batch core per method on
+a fleet of 1 000 vehicles, and RSS per tracked vehicle with 100 000 vehicles.
+
+Each measurement runs in a child interpreter (this checkout's src/ first on the path), so a
+missing piece reports "not available: why" instead of stopping the harness, and RSS figures
+are not inflated by the harness itself.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from benchlib import BENCH_DIR, REPO_DIR, TOPIC_PREFIX, median, speed_payload, vehicle_id
+
+METHODS = ("kalman", "polyfit", "difference")
+FLEET_VEHICLES = 1_000
+MEMORY_VEHICLES = 100_000
+PROCESS_READINGS = 1_000_000
+BATCH_READINGS = 2_000_000
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = f"{REPO_DIR / 'src'}{os.pathsep}{BENCH_DIR}"
+    return env
+
+
+def _python(code_or_args: list[str], timeout_s: float = 900.0) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *code_or_args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=REPO_DIR,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def _last_line(result: subprocess.CompletedProcess) -> str:
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    return lines[-1][:160] if lines else f"exit code {result.returncode}"
+
+
+# ---------------------------------------------------------------- process
+
+
+def write_log(path: Path, readings: int, vehicles: int) -> None:
+    """A recorded JSON Lines log like `kinestream record` writes, readings round-robin."""
+    with path.open("wb") as out:
+        for k in range(readings):
+            vehicle, step = k % vehicles, k // vehicles
+            line = {
+                "t": 1767225600.0 + step,
+                "topic": f"{TOPIC_PREFIX}/{vehicle_id(vehicle)}/speed",
+                "payload": speed_payload(step, vehicle).decode(),
+            }
+            out.write(orjson.dumps(line) + b"\n")
+
+
+def process_rate(log: Path, readings: int, method: str, runs: int) -> tuple[float | None, str]:
+    rates = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="kinestream-bench-process-") as tmp:
+            args = ["-m", "kinestream", "process", str(log), "--method", method]
+            start = time.monotonic()
+            result = _python([*args, "-o", str(Path(tmp) / "out.jsonl")])
+            elapsed = time.monotonic() - start
+        if result.returncode != 0:
+            return None, _last_line(result)
+        rates.append(readings / elapsed)
+    return median(rates), ""
+
+
+def process_rows(scale: float, runs: int, report) -> None:
+    probe = _python(["-m", "kinestream", "process", "--help"], 60)
+    if probe.returncode != 0:
+        report.add("kinestream process (JSON Lines log)", f"not available: {_last_line(probe)}")
+        return
+    readings = int(PROCESS_READINGS * scale)
+    with tempfile.TemporaryDirectory(prefix="kinestream-bench-log-") as tmp:
+        log = Path(tmp) / "fleet.jsonl"
+        write_log(log, readings, FLEET_VEHICLES)
+        for method in METHODS:
+            rate, why = process_rate(log, readings, method, runs)
+            name = f"kinestream process, {method} ({readings:,} readings, wall clock)"
+            if rate is None:
+                report.add(name, f"not available: {why}")
+                continue
+            ok = rate >= 300_000
+            goal = "≥ 300k/s" if method == "kalman" else ""
+            report.add(name, f"{rate / 1000:.0f}k/s", "", goal, _verdict(ok) if goal else "")
+
+
+# ---------------------------------------------------------------- batch core and memory
+
+BATCH_SCRIPT = BENCH_DIR / "core_throughput.py"
+MEMORY_SCRIPT = BENCH_DIR / "memory_per_vehicle.py"
+
+
+def _json_lines(result: subprocess.CompletedProcess) -> list[dict]:
+    rows = []
+    for line in result.stdout.splitlines():
+        if line.startswith("{"):
+            rows.append(json.loads(line))
+    return rows
+
+
+def batch_rows(scale: float, runs: int, report) -> None:
+    readings = int(BATCH_READINGS * scale)
+    goals = {"kalman": 1_000_000, "difference": 10_000_000}
+    for method in METHODS:
+        name = f"batch core, {method} ({FLEET_VEHICLES:,} vehicles, {readings:,} readings)"
+        rates = []
+        for _ in range(runs):
+            result = _python(["-c", BATCH_CODE, method, str(readings), str(FLEET_VEHICLES)])
+            if result.returncode != 0:
+                report.add(name, f"not available: {_last_line(result)}")
+                break
+            rates.append(json.loads(result.stdout.strip().splitlines()[-1])["readings_per_s"])
+        else:
+            rate = median(rates)
+            goal = goals.get(method)
+            report.add(
+                name,
+                f"{rate / 1e6:.2f}M/s",
+                "",
+                f"≥ {goal / 1e6:.0f}M/s" if goal else "",
+                _verdict(rate >= goal) if goal else "",
+            )
+
+
+# Runs in a child interpreter: arrays of one fleet, readings grouped per vehicle, then the
+# batch path timed over all of them (the public batch API of kinestream.core.batch).
+BATCH_CODE = r"""
+import json, sys, time
+import numpy as np
+from kinestream.core import batch
+from kinestream.core.params import TrackerParams
+method, readings, vehicles = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+per = readings // vehicles
+rng = np.random.default_rng(7)
+ts = 1767225600.0 + np.arange(per, dtype=float)
+speeds = [np.clip(15 + np.cumsum(rng.normal(0, 0.3, per)), 0, 60) for _ in range(vehicles)]
+params = TrackerParams.for_method(method) if hasattr(TrackerParams, "for_method") else None
+start = time.perf_counter()
+for speed in speeds:
+    batch.process_arrays(ts, speed, method=method)
+elapsed = time.perf_counter() - start
+print(json.dumps({"readings_per_s": per * vehicles / elapsed}))
+"""
+
+
+MEMORY_CODE = r"""
+import json, sys
+from pathlib import Path
+from kinestream.core.fleet import Fleet
+from kinestream.core.params import TrackerParams
+from kinestream.core.records import Reading
+
+def rss():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+
+vehicles = int(sys.argv[1])
+ids = [f"v{i:06d}" for i in range(vehicles)]
+fleet = Fleet(TrackerParams())
+# Warm up one vehicle so imports and caches are not charged to the fleet.
+fleet.update(Reading("warmup", ts=1767225600.0, speed_mps=10.0))
+before = rss()
+for step in range(3):
+    for vid in ids:
+        fleet.update(Reading(vid, ts=1767225600.0 + step, speed_mps=10.0 + step))
+after = rss()
+print(json.dumps({"bytes_per_vehicle": (after - before) / vehicles}))
+"""
+
+
+def memory_row(report) -> None:
+    name = f"RSS per tracked vehicle ({MEMORY_VEHICLES:,} vehicles, 3 readings each)"
+    result = _python(["-c", MEMORY_CODE, str(MEMORY_VEHICLES)])
+    if result.returncode != 0:
+        report.add(name, f"not available: {_last_line(result)}")
+        return
+    per_vehicle = json.loads(result.stdout.strip().splitlines()[-1])["bytes_per_vehicle"]
+    report.add(name, f"{per_vehicle:,.0f} B", "", "≤ 2 KB", _verdict(per_vehicle <= 2048))
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def offline_rows(scale: float, runs: int, report) -> None:
+    process_rows(scale, runs, report)
+    batch_rows(scale, runs, report)
+    memory_row(report)

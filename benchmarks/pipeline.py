@@ -1,0 +1,164 @@
+"""One measured trial of a system under test (echo, daemon or Node-RED) behind a private broker.
+
+publisher.py (separate process) -> broker -> system under test -> broker -> sink.py.
+Throughput = distinct output messages / (first publish -> last output received).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchlib import (
+    cpu_seconds,
+    median,
+    python_script,
+    rss_bytes,
+    spawn,
+    stop_process,
+    wait_for_line,
+)
+
+
+@dataclass
+class Trial:
+    expected: int
+    delivered: int
+    duration_s: float
+    readings_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    cpu_us_per_reading: float | None
+    rss_mb: float | None
+    offered_rate: float
+
+    @property
+    def complete(self) -> bool:
+        return self.delivered >= self.expected
+
+
+def _done_line(log: Path) -> dict:
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("DONE "):
+            return json.loads(line[5:])
+    raise RuntimeError(f"{log.name} ended without a result: {log.read_text()[-1500:]}")
+
+
+def run_trial(
+    port: int,
+    pid: int | None,
+    count: int,
+    vehicles: int,
+    qos: int,
+    rate: float = 0.0,
+    idle_s: float = 10.0,
+    deadline_s: float = 300.0,
+) -> Trial:
+    """Publish count readings and measure what comes out of the system under test (pid)."""
+    with tempfile.TemporaryDirectory(prefix="kinestream-bench-trial-") as tmp:
+        work = Path(tmp)
+        sink_log, pub_log = work / "sink.log", work / "publisher.log"
+        sink = spawn(
+            python_script(
+                "sink.py",
+                *("--port", str(port), "--expect", str(count), "--vehicles", str(vehicles)),
+                *("--idle", str(idle_s), "--deadline", str(deadline_s)),
+                *("--out", str(work / "recv.npz")),
+            ),
+            sink_log,
+        )
+        publisher = None
+        try:
+            wait_for_line(sink_log, "READY", sink, 15.0)
+            cpu_before = cpu_seconds(pid) if pid else None
+            publisher = spawn(
+                python_script(
+                    "publisher.py",
+                    *("--port", str(port), "--count", str(count), "--vehicles", str(vehicles)),
+                    *("--qos", str(qos), "--rate", str(rate), "--times", str(work / "sent.npy")),
+                ),
+                pub_log,
+            )
+            sink.wait(timeout=deadline_s + idle_s + 30)
+            publisher.wait(timeout=60)
+            cpu_after = cpu_seconds(pid) if pid else None
+            rss = rss_bytes(pid) / 1e6 if pid else None
+        finally:
+            stop_process(sink)
+            if publisher is not None:
+                stop_process(publisher)
+        pub = _done_line(pub_log)
+        _done_line(sink_log)
+        sent = np.load(work / "sent.npy")
+        received = np.load(work / "recv.npz")
+    return _summarise(pub, sent, received, count, rate, cpu_before, cpu_after, rss)
+
+
+def _summarise(pub, sent, received, count, rate, cpu_before, cpu_after, rss) -> Trial:
+    indices, recv_times = received["indices"], received["recv_times"]
+    valid = (indices >= 0) & (indices < count)
+    indices, recv_times = indices[valid], recv_times[valid]
+    unique, first = np.unique(indices, return_index=True)
+    delivered = len(unique)
+    duration = float(recv_times.max() - pub["first_publish"]) if delivered else float("nan")
+    latency_ms = (recv_times[first] - sent[unique]) * 1000.0
+    pcts = np.percentile(latency_ms, [50, 90, 99]) if delivered else [float("nan")] * 3
+    cpu = None
+    if cpu_before is not None and delivered:
+        cpu = (cpu_after - cpu_before) / delivered * 1e6
+    return Trial(
+        expected=count,
+        delivered=delivered,
+        duration_s=duration,
+        readings_per_s=delivered / duration if delivered else 0.0,
+        p50_ms=float(pcts[0]),
+        p90_ms=float(pcts[1]),
+        p99_ms=float(pcts[2]),
+        cpu_us_per_reading=cpu,
+        rss_mb=rss,
+        offered_rate=rate,
+    )
+
+
+@contextlib.contextmanager
+def running(args: list[str], ready_marker: str, log: Path, timeout_s: float = 30.0) -> Iterator:
+    """Start a system under test, wait for its readiness line, always stop it afterwards."""
+    process = spawn(args, log)
+    try:
+        wait_for_line(log, ready_marker, process, timeout_s)
+        yield process
+    finally:
+        stop_process(process)
+
+
+@dataclass
+class Summary:
+    """Medians over repeated trials, with the spread (max/min - 1) of the throughput."""
+
+    trials: list[Trial]
+
+    def med(self, field: str) -> float | None:
+        values = [getattr(t, field) for t in self.trials if getattr(t, field) is not None]
+        return median(values) if values else None
+
+    @property
+    def spread(self) -> float:
+        rates = [t.readings_per_s for t in self.trials if t.readings_per_s > 0]
+        return max(rates) / min(rates) - 1.0 if len(rates) > 1 else 0.0
+
+    @property
+    def min_delivered_fraction(self) -> float:
+        return min(t.delivered / t.expected for t in self.trials)
+
+
+def settle(seconds: float = 0.5) -> None:
+    """Let the previous trial's processes finish dying before the next clock starts."""
+    time.sleep(seconds)

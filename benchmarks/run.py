@@ -1,0 +1,226 @@
+"""kinestream's benchmark harness: one command, one table.
+
+    python benchmarks/run.py            # full: 3 runs of each, ~15 min on 2 cores
+    python benchmarks/run.py --quick    # 1 run each, smaller counts, ~4 min
+    python benchmarks/run.py --skip nodered,offline --markdown out.md
+
+Online rows (private Mosquitto on a free port, separate publisher and measuring subscriber):
+throughput first publish -> last kinematics received, readings/s; latency publish ->
+kinematics at 50% and 90% of the measured max rate; daemon CPU µs per reading
+(/proc/PID/stat) and RSS; QoS 1 in with the daemon's write-ahead log on. Every throughput is
+also given as a ratio to the bare gmqtt echo measured in the same run (benchmarks/echo.py),
+which survives a noisy shared machine better than absolute figures. The Node-RED peer runs
+the flow in benchmarks/nodered/ against the same broker. Offline rows: `kinestream process`
+per method, the batch core per method on 1 000 vehicles, RSS per vehicle with 100 000.
+Anything not available (e.g. a command not landed yet) is printed as "not available: why".
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from benchlib import mosquitto_version, private_broker
+from offline import offline_rows
+from pipeline import Summary, run_trial, settle
+from systems import (
+    UnavailableError,
+    nodered_available,
+    nodered_version,
+    start_daemon,
+    start_echo,
+    start_nodered,
+)
+
+VEHICLES = 1_000
+SECTIONS = ("ceiling", "kinestream", "latency", "qos1", "nodered", "offline")
+
+
+@dataclass
+class Plan:
+    runs: int
+    flat_out_count: int
+    latency_seconds: float
+    nodered_count: int
+    offline_scale: float
+
+
+QUICK = Plan(runs=1, flat_out_count=40_000, latency_seconds=4.0, nodered_count=20_000,
+             offline_scale=0.2)  # fmt: skip
+FULL = Plan(runs=3, flat_out_count=150_000, latency_seconds=10.0, nodered_count=60_000,
+            offline_scale=1.0)  # fmt: skip
+
+
+@dataclass
+class Row:
+    name: str
+    value: str
+    reference: str = ""
+    goal: str = ""
+    verdict: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, *args: str) -> None:
+        self.rows.append(Row(*args))
+        print(f"  {args[0]}: {args[1]} {args[2] if len(args) > 2 else ''}", flush=True)
+
+
+def measure(start: Callable, qos: int, count: int, runs: int, rate: float = 0.0) -> Summary:
+    """Median-able trials; each with a fresh broker and a fresh system under test."""
+    trials = []
+    for _ in range(runs):
+        with private_broker() as broker, start(broker.port) as process:
+            trials.append(run_trial(broker.port, process.pid, count, VEHICLES, qos, rate))
+        settle()
+    return Summary(trials)
+
+
+def kilo(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate / 1000:.1f}k/s"
+
+
+def rate_cell(summary: Summary) -> str:
+    lost = 1.0 - summary.min_delivered_fraction
+    text = f"{kilo(summary.med('readings_per_s'))} (spread {summary.spread:.0%})"
+    return text + (f", {lost:.1%} NOT DELIVERED" if lost > 0 else "")
+
+
+def check(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def online_rows(plan: Plan, skip: set[str], report: Report) -> None:
+    ceilings: dict[int, float] = {}
+    for qos in (0, 1):
+        if "ceiling" in skip:
+            break
+        summary = measure(lambda port, q=qos: start_echo(port, q), qos, plan.flat_out_count,
+                          plan.runs)  # fmt: skip
+        ceilings[qos] = summary.med("readings_per_s")
+        report.add(f"gmqtt bare echo, QoS {qos} in (ceiling)", rate_cell(summary), "", "", "")
+    kinestream_max = None
+    if "kinestream" not in skip:
+        kinestream_max = daemon_row(plan, 0, ceilings, report)
+    if "latency" not in skip and kinestream_max:
+        latency_rows(plan, kinestream_max, report)
+    if "qos1" not in skip:
+        daemon_row(plan, 1, ceilings, report)
+    if "nodered" not in skip:
+        nodered_rows(plan, kinestream_max, report)
+
+
+def daemon_row(plan: Plan, qos: int, ceilings: dict[int, float], report: Report) -> float | None:
+    name = f"kinestream run, QoS {qos} in" + (" (write-ahead log before PUBACK)" if qos else "")
+    try:
+        summary = measure(start_daemon, qos, plan.flat_out_count, plan.runs)
+    except UnavailableError as why:
+        report.add(name, f"not available: {why}")
+        return None
+    rate = summary.med("readings_per_s")
+    ceiling = ceilings.get(qos)
+    ratio = rate / ceiling if ceiling else None
+    goal = "≥ 30k/s and ≥ 0.7 × ceiling" if qos == 0 else "≥ 0.7 × QoS 1 ceiling"
+    ok = (ratio or 0) >= 0.7 and (qos == 1 or rate >= 30_000)
+    ratio_text = f"{ratio:.2f} × ceiling" if ratio else "no ceiling measured"
+    report.add(name, rate_cell(summary), ratio_text, goal, check(ok))
+    cpu, rss = summary.med("cpu_us_per_reading"), summary.med("rss_mb")
+    report.add(f"  daemon CPU per reading, QoS {qos}", f"{cpu:.1f} µs", f"RSS {rss:.0f} MB")
+    return rate
+
+
+def latency_rows(plan: Plan, max_rate: float, report: Report) -> None:
+    for fraction in (0.5, 0.9):
+        rate = max_rate * fraction
+        count = int(rate * plan.latency_seconds)
+        summary = measure(start_daemon, 0, count, plan.runs, rate=rate)
+        p50, p90, p99 = (summary.med(f"p{p}_ms") for p in (50, 90, 99))
+        goal = "p99 ≤ 20 ms" if fraction == 0.5 else ""
+        report.add(
+            f"latency publish → kinematics at {fraction:.0%} of max ({kilo(rate)} offered)",
+            f"p50 {p50:.1f} / p90 {p90:.1f} / p99 {p99:.1f} ms",
+            f"delivered {summary.min_delivered_fraction:.1%}",
+            goal,
+            check(p99 <= 20.0) if goal else "",
+        )
+
+
+def nodered_rows(plan: Plan, kinestream_max: float | None, report: Report) -> None:
+    reason = nodered_available()
+    if reason:
+        report.add("Node-RED flow, QoS 0 in", f"not available: {reason}")
+        return
+    summary = measure(lambda port: start_nodered(port, 0), 0, plan.nodered_count, plan.runs)
+    rate = summary.med("readings_per_s")
+    verdict = check(kinestream_max is not None and kinestream_max > rate)
+    reference = f"kinestream {kinestream_max / rate:.1f} × faster" if kinestream_max else ""
+    report.add(
+        f"Node-RED {nodered_version()} flow, QoS 0 in", rate_cell(summary), reference,
+        "kinestream faster", verdict,
+    )  # fmt: skip
+    cpu, rss = summary.med("cpu_us_per_reading"), summary.med("rss_mb")
+    report.add("  Node-RED CPU per reading", f"{cpu:.1f} µs", f"RSS {rss:.0f} MB")
+
+
+def versions() -> str:
+    import gmqtt
+
+    return (
+        f"Python {platform.python_version()}, gmqtt {gmqtt.__version__}, "
+        f"Mosquitto {mosquitto_version()}, Node-RED {nodered_version()}, "
+        f"{os.cpu_count()} cores ({platform.machine()})"
+    )
+
+
+def markdown(report: Report, plan: Plan) -> str:
+    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"Measured {today}; {versions()}; median of {plan.runs} run(s), 1 000 vehicles.",
+        "",
+        "| measurement | result | reference | goal | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.name} | {r.value} | {r.reference} | {r.goal} | {r.verdict} |" for r in report.rows
+    ]
+    lines += ["", *report.notes]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="1 run each, smaller counts")
+    parser.add_argument("--runs", type=int, help="override the number of runs")
+    parser.add_argument("--skip", default="", help=f"comma-separated, from {','.join(SECTIONS)}")
+    parser.add_argument("--markdown", help="also write the table to this file")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    if args.runs:
+        plan.runs = args.runs
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    report = Report()
+    print(versions(), flush=True)
+    online_rows(plan, skip, report)
+    if "offline" not in skip:
+        offline_rows(plan.offline_scale, plan.runs, report)
+    table = markdown(report, plan)
+    print("\n" + table)
+    if args.markdown:
+        with open(args.markdown, "w") as out:
+            out.write(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
