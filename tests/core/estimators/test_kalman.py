@@ -16,15 +16,16 @@ from .strategies import reading_sequences
 
 
 def test_one_step_matches_hand_computation():
-    """q=1, σ=0.5, readings (0 s, 10) then (1 s, 11): gain 25.5/25.8333 on a 1 m/s innovation."""
+    """q=1, σ=0.5, prior σ_a=2, readings (0 s, 10) then (1 s, 11): P⁻ = [[4.5833, 4.5], [4.5, 5]],
+    gain on acceleration 4.5/4.8333 applied to a 1 m/s innovation."""
     estimator = KalmanEstimator(jerk_psd_m2ps5=1.0, speed_sigma_mps=0.5)
     assert estimator.update(0.0, 10.0).acceleration_mps2 is None
     prediction = estimator.predict(1.0)
     assert prediction.speed_mps == 10.0
-    assert prediction.sigma_mps == pytest.approx(5.08265, rel=1e-5)  # √(25 + 1/3 + 0.25 + 0.25)
+    assert prediction.sigma_mps == pytest.approx(2.198484, rel=1e-5)  # √(0.25 + 4 + 1/3 + 0.25)
     estimate = estimator.update(1.0, 11.0)
-    assert estimate.acceleration_mps2 == pytest.approx(0.987097, rel=1e-5)
-    assert estimate.acceleration_sigma_mps2 == pytest.approx(0.910512, rel=1e-5)
+    assert estimate.acceleration_mps2 == pytest.approx(0.931034, rel=1e-5)
+    assert estimate.acceleration_sigma_mps2 == pytest.approx(0.900192, rel=1e-5)  # √(5 - 0.931·4.5)
     assert estimate.jerk_mps3 is None
 
 
