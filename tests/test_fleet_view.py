@@ -22,16 +22,16 @@ def test_table_shows_latest_values_in_display_units():
     view.on_kinematics(kinematics(speed_mps=5.0), received_at=100.0)
     view.on_kinematics(kinematics(), received_at=101.0)
     (row,) = view.table_rows(now=101.0)
-    assert row == ("truck-7", "36.0", "+0.50", "1.234", "t1", "0.500", "2.0")
+    assert row == ("truck-7", "36.0", "+0.50", "1.234", "t1", "0.500", "1.0")
 
 
 def test_rate_of_a_new_vehicle_counts_from_its_first_record():
-    """Three records over the first 2 s are 1.5 per second, not 3 per window."""
+    """Records at 0, 1 and 2 s are one per second (two intervals in 2 s), not 3 per window."""
     view = FleetView(rate_window_s=5.0)
     for second in (0.0, 1.0, 2.0):
         view.on_kinematics(kinematics(), received_at=second)
     (row,) = view.table_rows(now=2.0)
-    assert row[-1] == "1.5"
+    assert row[-1] == "1.0"
 
 
 def test_rate_counts_only_the_window():

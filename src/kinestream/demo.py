@@ -141,6 +141,8 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="kinestream-")))
         broker = start_private_broker(prefer=options.broker)
         cleanup.callback(broker.close)
+        out.write(f"kinestream demo: starting the daemon against {broker.kind} on {broker.url}\n")
+        out.flush()
         daemon = DaemonProcess(broker.url, workdir / "state", options.metrics_port or free_port())
         cleanup.callback(daemon.stop)
         daemon.start()

@@ -33,8 +33,11 @@ class VehicleRow:
             self.receive_times.popleft()
         if self.first_received_at is None:
             return 0.0
-        span_s = min(window_s, now - self.first_received_at)
-        return len(self.receive_times) / span_s if span_s >= 1.0 else 0.0
+        since_first_s = now - self.first_received_at
+        if since_first_s >= window_s:
+            return len(self.receive_times) / window_s
+        # Young vehicle: n records since the first one span n - 1 intervals.
+        return (len(self.receive_times) - 1) / since_first_s if since_first_s >= 1.0 else 0.0
 
 
 def _number(value: object) -> float | None:
