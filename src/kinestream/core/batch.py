@@ -574,7 +574,9 @@ class _Job:
             trip_order = np.argsort(trip_vehicle, kind="stable")
             new_number = np.empty(len(trip_ids), dtype=np.intp)
             new_number[trip_order] = np.arange(len(trip_ids))
-            columns["trip"] = np.where(columns["trip"] >= 0, new_number[columns["trip"]], -1)
+            trip = columns["trip"]
+            if trip_ids:  # with no trips at all every row is -1 and there is nothing to renumber
+                columns["trip"] = np.where(trip >= 0, new_number[np.maximum(trip, 0)], -1)
             trip_ids = [trip_ids[k] for k in trip_order]
             vehicle_rank = {name: k for k, name in enumerate(self.names)}
             trips.sort(key=lambda t: vehicle_rank[t.vehicle_id])
