@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     if progress:
-        progress.done()
+        progress.done(counts)
     _report_problems(problems)
     elapsed_s = time.monotonic() - started
     print(
@@ -171,7 +171,9 @@ class _Progress:
         sys.stderr.write("\r" + text)
         sys.stderr.flush()
 
-    def done(self) -> None:
+    def done(self, counts: ReplayCounts) -> None:
+        self.total = counts.acknowledged  # the estimate counted CSV headers too
+        self._draw(counts.acknowledged)
         sys.stderr.write("\n")
 
 
