@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -169,3 +170,17 @@ def test_trip_can_be_chosen_by_its_figure_number():
     )
     assert [t.trip_id for t in view.trips] == ["late"]
     assert view.trip_numbers == (2,)
+
+
+def test_plot_takes_tracker_parameters_from_the_config(tmp_path, capsys):
+    """--config applies the daemon's tracker settings: with a harsh threshold of 0.1 g from the
+    config, UDDS (peaks of 1.475 m/s², 0.15 g) shows harsh accelerations."""
+    config = tmp_path / "kinestream.toml"
+    config.write_text('[tracker]\nmethod = "difference"\nharsh_acceleration_g = 0.1\n')
+    out = tmp_path / "udds.png"
+    udds = str(DATA / "cycles" / "udds.csv")
+    assert main(["plot", udds, "-o", str(out), "--config", str(config)]) == 0
+    summary_line = capsys.readouterr().out.strip().splitlines()[-1]
+    harsh_events = int(re.search(r"(\d+) harsh events", summary_line).group(1))
+    assert harsh_events > 0
+    assert_png_has_a_picture(out)

@@ -12,7 +12,8 @@ import argparse
 from pathlib import Path
 
 from kinestream.commands.process import add_input_arguments, input_options
-from kinestream.core.params import EstimatorParams, Method, TrackerParams
+from kinestream.config import load_settings
+from kinestream.core.params import Method
 from kinestream.core.records import HarshEvent, Kinematics, Record
 from kinestream.errors import KinestreamError, UsageError
 from kinestream.offline import check_inputs, process_inputs
@@ -32,7 +33,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--trip", help="draw only this trip: its id, or its number as labelled on the full figure"
     )
-    parser.add_argument("--method", choices=[m.value for m in Method], default=Method.KALMAN.value)
+    parser.add_argument(
+        "--method", choices=[m.value for m in Method], help="default: from the config (kalman)"
+    )
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE",
+        help="the daemon's TOML configuration (tracker parameters, harsh thresholds), as for "
+        "`process`; KINESTREAM_* environment variables apply as for `run`",
+    )  # fmt: skip
     add_input_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -41,15 +49,21 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(args.inputs)
     if not args.output.name.lower().endswith(".png"):
         raise UsageError(f"-o {args.output}: the figure is written as PNG, name it *.png")
-    params = TrackerParams(estimator=EstimatorParams(method=Method(args.method)))
+    overrides = {"tracker": {"method": args.method}} if args.method else None
+    settings = load_settings(args.config, overrides)
+    params = settings.tracker.to_params()
     records: list[Record] = []
     keep = _keep_for(args.vehicle, records)
     result = process_inputs(
-        args.inputs, input_options(args), params, on_kinematics=keep, on_event=keep
+        args.inputs, input_options(args, settings), params, on_kinematics=keep, on_event=keep
     )
     records.extend(trip for s in result.summaries.values() for trip in s.trips)
     view = select_view(
-        records, vehicle_id=args.vehicle, trip_id=args.trip, method=args.method, params=params
+        records,
+        vehicle_id=args.vehicle,
+        trip_id=args.trip,
+        method=settings.tracker.method.value,
+        params=params,
     )
     try:
         render_png(view, args.output)
