@@ -72,3 +72,14 @@ def test_lockstep_batch_equals_streaming(vehicles, min_width):
     streamed = run_streaming(KalmanEstimator.from_params(params), ts, speed, restart_before)
     batched = kalman._estimate_batch(ts, speed, restart_before, params, min_width=min_width)
     assert_same(streamed, batched, rtol=1e-12)
+
+
+def test_jerk_is_the_backward_difference_of_filtered_accelerations():
+    """Jerk comes from the same filter: (a_k - a_(k-1)) / Δt of its own accelerations."""
+    estimator = KalmanEstimator()
+    readings = [(0.0, 5.0), (0.1, 5.3), (0.25, 5.2), (0.3, 5.9), (0.42, 6.4)]
+    estimates = [estimator.update(1e9 + t, v) for t, v in readings]
+    for k in (3, 4):
+        dt = readings[k][0] - readings[k - 1][0]
+        change = estimates[k].acceleration_mps2 - estimates[k - 1].acceleration_mps2
+        assert estimates[k].jerk_mps3 == pytest.approx(change / dt, rel=1e-6)
