@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,13 +101,25 @@ def mqtt_handshake_ok(host: str, port: int, timeout_s: float = 1.0) -> bool:
     return len(connack) == 4 and connack[0] == 0x20 and connack[3] == 0
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGTERM it when the parent dies (even by kill -9)."""
-    with contextlib.suppress(Exception):
+def _load_prctl() -> Callable[[int, int], int] | None:
+    try:
         import ctypes
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+# Resolved here, not in the child: between fork and exec only this call runs, and no import
+# (whose lock another thread of a test process may hold at the fork) can deadlock it.
+_PRCTL = _load_prctl() if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when the parent dies (even by kill -9)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class PrivateBroker:
@@ -157,7 +170,7 @@ class PrivateBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.environment(),
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+                preexec_fn=_die_with_parent if _PRCTL is not None else None,  # noqa: PLW1509
             )
         try:
             self._wait_ready(timeout_s)
