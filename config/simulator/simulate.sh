@@ -10,6 +10,10 @@ data="${SIMULATOR_DATA:-/opt/kinestream/src/kinestream/data}"
 broker="${SIMULATOR_BROKER:-mqtt://mosquitto:1883}"
 kinestream="${SIMULATOR_KINESTREAM:-kinestream}"
 
+# Stop every replay loop with the script (as PID 1 in a container, sh ignores SIGTERM unless
+# it traps it).
+trap 'trap - TERM INT; kill 0' TERM INT
+
 forever() {
   while true; do
     "$@"
