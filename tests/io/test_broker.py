@@ -160,3 +160,20 @@ def test_embedded_broker_delivers_and_restarts_on_the_same_port():
             subscriber.close()
             publisher.close()
     assert not broker.is_running()
+
+
+def test_without_mosquitto_or_amqtt_the_error_says_what_to_install(monkeypatch):
+    """No binary and no amqtt: a BrokerError naming both ways out, nothing started."""
+    import importlib.util
+
+    from kinestream.io import broker as broker_module
+
+    monkeypatch.setattr(broker_module, "find_mosquitto", lambda: None)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "amqtt" else real_find_spec(name, *a),
+    )
+    with pytest.raises(BrokerError, match=r"apt-get install mosquitto.*pip install amqtt"):
+        broker_module.start_private_broker()

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import importlib.util
 import os
 import pwd
 import shutil
@@ -323,6 +324,11 @@ def start_private_broker(
     if prefer not in {"auto", "mosquitto", "embedded"}:
         raise ValueError(f"prefer must be auto, mosquitto or embedded, not {prefer!r}")
     use_mosquitto = prefer == "mosquitto" or (prefer == "auto" and find_mosquitto())
+    if not use_mosquitto and importlib.util.find_spec("amqtt") is None:
+        raise BrokerError(
+            "no mosquitto binary (Debian: apt-get install mosquitto) and no amqtt for the "
+            "embedded broker (pip install amqtt): install either"
+        )
     broker: PrivateBroker = MosquittoBroker(options) if use_mosquitto else EmbeddedBroker(options)
     try:
         return broker.start()
