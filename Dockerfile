@@ -1,6 +1,6 @@
 # kinestream daemon image: the package installed from this checkout, run as a non-root user.
 # Built by docker-compose.yml for both the daemon and the simulator (kinestream replay).
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -11,8 +11,9 @@ WORKDIR /opt/kinestream
 COPY pyproject.toml README.md ./
 COPY src ./src
 # A non-editable install: the image needs no source tree at run time. The bundled sample
-# data stays readable under /opt/kinestream/src/kinestream/data for the simulator.
-RUN python -m pip install . \
+# data stays readable under /opt/kinestream/src/kinestream/data for the simulator. tzdata:
+# zoneinfo needs an IANA database (--timezone, UTC by default) and slim images may lack one.
+RUN python -m pip install . tzdata \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/kinestream kinestream \
     && mkdir -p /var/lib/kinestream/state \
     && chown -R kinestream:kinestream /var/lib/kinestream
