@@ -6,6 +6,7 @@ the same client can reach, so kinestream's figures are reported as ratios to it.
 
 Clients: gmqtt (default optimistic acknowledgement: PUBACK before the handler runs),
 gmqtt-ackafter (PUBACK after the handler returns, the mode a crash-safe daemon needs),
+gmqtt-lean (QoS 0 out encoded by hand and written once per event-loop pass),
 paho (its own network loop, one thread), aiomqtt (asyncio wrapper around paho).
 Prints READY once the subscription is acknowledged; runs until SIGTERM.
 """
@@ -54,6 +55,61 @@ async def run_gmqtt(port: int, qos_in: int, qos_out: int, ack_after: bool) -> No
     await asyncio.Event().wait()
 
 
+class BatchedWriter:
+    """QoS 0 PUBLISH packets encoded here and written once per event-loop pass.
+
+    gmqtt's publish builds each packet through its generic (properties-aware) factory and
+    calls transport.write per message, one send() syscall each; this is what a daemon could
+    do instead for its QoS 0 outputs. Uses gmqtt's private protocol object (no public API).
+    """
+
+    def __init__(self, client, mqtt5: bool = True) -> None:
+        self.client = client
+        self.pending: list[bytes] = []
+        self.properties = b"\x00" if mqtt5 else b""
+        self.loop = asyncio.get_running_loop()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        topic_bytes = topic.encode()
+        body_len = 2 + len(topic_bytes) + len(self.properties) + len(payload)
+        header = bytearray(b"\x30")
+        while True:
+            digit, body_len = body_len % 128, body_len // 128
+            header.append(digit | 0x80 if body_len else digit)
+            if not body_len:
+                break
+        if not self.pending:
+            self.loop.call_soon(self.flush)
+        self.pending.append(
+            bytes(header) + len(topic_bytes).to_bytes(2, "big") + topic_bytes
+            + self.properties + payload
+        )  # fmt: skip
+
+    def flush(self) -> None:
+        data, self.pending = b"".join(self.pending), []
+        self.client._connection._protocol.write_data(data)
+
+
+async def run_gmqtt_lean(port: int, qos_in: int) -> None:
+    import gmqtt
+
+    client = gmqtt.Client("bench-echo")
+    subscribed = asyncio.Event()
+    writer = BatchedWriter(client)
+
+    def on_message(client, topic, payload, qos, properties):
+        writer.publish(out_topic(topic), payload)
+        return 0
+
+    client.on_message = on_message
+    client.on_subscribe = lambda *args: subscribed.set()
+    await client.connect("127.0.0.1", port)
+    client.subscribe(IN_FILTER, qos=qos_in)
+    await subscribed.wait()
+    ready()
+    await asyncio.Event().wait()
+
+
 def run_paho(port: int, qos_in: int, qos_out: int) -> None:
     import paho.mqtt.client as mqtt
 
@@ -84,7 +140,9 @@ async def run_aiomqtt(port: int, qos_in: int, qos_out: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--client", choices=("gmqtt", "gmqtt-ackafter", "paho", "aiomqtt"))
+    parser.add_argument(
+        "--client", choices=("gmqtt", "gmqtt-ackafter", "gmqtt-lean", "paho", "aiomqtt")
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--qos-in", type=int, choices=(0, 1), default=0)
     parser.add_argument("--qos-out", type=int, choices=(0, 1), default=0)
@@ -94,7 +152,9 @@ def main() -> None:
     if args.client == "paho":
         run_paho(args.port, args.qos_in, args.qos_out)
         return
-    if args.client == "aiomqtt":
+    if args.client == "gmqtt-lean":
+        coroutine = run_gmqtt_lean(args.port, args.qos_in)
+    elif args.client == "aiomqtt":
         coroutine = run_aiomqtt(args.port, args.qos_in, args.qos_out)
     else:
         ack_after = args.client == "gmqtt-ackafter"

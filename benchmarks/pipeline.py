@@ -11,7 +11,7 @@ import json
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,9 @@ class Trial:
     cpu_us_per_reading: float | None
     rss_mb: float | None
     offered_rate: float
+    # Per delivered message: when it was sent (monotonic s) and its latency, for timelines.
+    send_times: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    latency_ms: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
 
     @property
     def complete(self) -> bool:
@@ -125,6 +128,8 @@ def _summarise(pub, sent, received, count, rate, cpu_before, cpu_after, rss) -> 
         cpu_us_per_reading=cpu,
         rss_mb=rss,
         offered_rate=rate,
+        send_times=sent[unique],
+        latency_ms=latency_ms,
     )
 
 
