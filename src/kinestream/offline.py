@@ -43,6 +43,8 @@ from kinestream.io.csv_input import CsvOptions, CsvSpeedReader
 from kinestream.io.logs import BadLine, LogReader, Message
 from kinestream.io.payloads import (
     DEFAULT_MAX_PAYLOAD_BYTES,
+    Sample,
+    decode_single_sample,
     decode_speed_samples,
     vehicle_id_from_topic,
 )
@@ -59,6 +61,9 @@ __all__ = [
     "input_messages",
     "process_inputs",
 ]
+
+IntArray = npt.NDArray[np.intp]
+FloatArray = npt.NDArray[np.float64]
 
 LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".log")
 CSV_SUFFIXES = (".csv",)
@@ -131,66 +136,158 @@ def input_messages(
         problems.extend(Problem(path, b.line_number, b.reason, b.message) for b in bad)
 
 
-# --- Arrivals: what the core is fed, in input order -----------------------------------
+# --- Reading inputs into columns: what the core is fed, in arrival order --------------
 
-# (vehicle_id, ts, speed_mps, flags, received_at); received_at is NaN for CSV rows, which
-# have no receive time, so the future check does not apply to them.
-Arrival = tuple[str, float, float, tuple[str, ...], float]
+
+class _Columns:
+    """Every reading read, as arrays in arrival order: vehicle code, ts, speed, receive time.
+
+    Both engines start from these: the batch core takes the arrays whole, the stream replays
+    them through a ``Fleet`` one reading at a time. ``received_at`` is NaN for CSV rows, which
+    have no receive time (the daemon's future check does not apply to them).
+    """
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.code_of: dict[str, int] = {}
+        self.codes = array("q")
+        self.ts = array("d")
+        self.speed_mps = array("d")
+        self.received_at = array("d")
+        self.flags: dict[int, tuple[str, ...]] = {}  # sparse: most readings carry none
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def code(self, vehicle_id: str) -> int:
+        code = self.code_of.get(vehicle_id)
+        if code is None:
+            code = self.code_of[vehicle_id] = len(self.names)
+            self.names.append(vehicle_id)
+        return code
+
+    def append(self, code: int, sample: Sample, received_at: float) -> None:
+        ts, speed_mps, flags = sample
+        if flags:
+            self.flags[len(self.ts)] = flags
+        self.codes.append(code)
+        self.ts.append(ts)
+        self.speed_mps.append(speed_mps)
+        self.received_at.append(received_at)
+
+    def arrays(self) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
+        """Zero-copy numpy views (codes as intp) of the four columns."""
+        return (
+            np.frombuffer(self.codes, dtype=np.int64).astype(np.intp, copy=False),
+            np.frombuffer(self.ts, dtype=np.float64),
+            np.frombuffer(self.speed_mps, dtype=np.float64),
+            np.frombuffer(self.received_at, dtype=np.float64),
+        )
+
+    def flags_list(self, keep: IntArray) -> list[tuple[str, ...]] | None:
+        """Flags of the kept readings, in order; ``None`` when no reading has any."""
+        if not self.flags:
+            return None
+        flags_of = self.flags
+        return [flags_of.get(int(i), ()) for i in keep]
 
 
 class _Sources:
-    """Reads inputs into arrivals; refusals go to the vehicle (``rejected``) or ``problems``."""
+    """Reads inputs into ``_Columns``; refusals go to the vehicle or to ``problems``."""
 
-    def __init__(self, options: InputOptions, on_rejection: Callable[[Rejection], None]) -> None:
+    def __init__(
+        self,
+        options: InputOptions,
+        on_rejection: Callable[[Rejection], None],
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
         self.options = options
         self.problems: list[Problem] = []
         self._on_rejection = on_rejection
-        self._reader: LogReader | None = None  # the log being read, for progress
+        self._on_progress = on_progress
+        self._bytes_done = 0  # of the inputs already read, for progress
 
-    @property
-    def bytes_read(self) -> int:
-        """Bytes read of the current log input (0 for a CSV input)."""
-        return 0 if self._reader is None else self._reader.bytes_read
+    def fill(self, paths: Sequence[Path], columns: _Columns) -> None:
+        for path in paths:
+            if input_kind(path) == "log":
+                self._fill_from_log(path, columns)
+            else:
+                self._fill_from_csv(path, columns)
+            self._bytes_done += path.stat().st_size
 
-    def arrivals(self, path: Path) -> Iterator[Arrival]:
-        if input_kind(path) == "log":
-            yield from self._log_arrivals(path)
-        else:
-            yield from self._csv_arrivals(path)
-
-    def _log_arrivals(self, path: Path) -> Iterator[Arrival]:
+    def _fill_from_log(self, path: Path, columns: _Columns) -> None:
+        """The hot loop of ``process``: one line, one message, (nearly) always one sample."""
         options = self.options
-        prefix, unit, limit = options.topic_prefix, options.default_unit, options.max_payload_bytes
-        reject = self._on_rejection
-        reader = self._reader = LogReader(path)
-        vehicle_of: dict[str, str | Rejection] = {}
+        unit, limit = options.default_unit, options.max_payload_bytes
+        reader = LogReader(path)
+        code_of_topic: dict[str, int] = {}  # -1: a refused topic
+        codes, ts_column, speeds, received = (
+            columns.codes, columns.ts, columns.speed_mps, columns.received_at
+        )  # fmt: skip
+        progress_at = _PROGRESS_EVERY
         for t, topic, payload in reader:
-            vehicle = vehicle_of.get(topic)
-            if vehicle is None:
-                vehicle = vehicle_of[topic] = vehicle_id_from_topic(topic, prefix)
-            if type(vehicle) is not str:
-                line = reader.line_number
-                message = f"line {line}: {vehicle.message}"
-                self.problems.append(Problem(path, line, vehicle.reason, message))
+            code = code_of_topic.get(topic)
+            if code is None:
+                code = code_of_topic[topic] = self._topic_code(topic, columns)
+            if code < 0:
+                self._topic_problem(path, reader.line_number, topic)
                 continue
-            samples, rejections = decode_speed_samples(
-                payload, vehicle, t, unit, max_payload_bytes=limit
-            )
-            for rejection in rejections:
-                reject(rejection)
-            for ts, speed_mps, flags in samples:
-                yield vehicle, ts, speed_mps, flags, t
+            sample = decode_single_sample(payload, t, unit, limit)
+            if sample is not None and not sample[2]:
+                codes.append(code)
+                ts_column.append(sample[0])
+                speeds.append(sample[1])
+                received.append(t)
+            elif sample is not None:
+                columns.append(code, sample, t)
+            else:
+                self._decode_fully(payload, columns.names[code], code, t, columns)
+            if len(ts_column) >= progress_at:
+                progress_at += _PROGRESS_EVERY
+                self._progress(len(ts_column), reader.bytes_read)
         self.problems.extend(_problems(path, reader.bad_lines))
 
-    def _csv_arrivals(self, path: Path) -> Iterator[Arrival]:
-        self._reader = None
+    def _topic_code(self, topic: str, columns: _Columns) -> int:
+        vehicle = vehicle_id_from_topic(topic, self.options.topic_prefix)
+        return columns.code(vehicle) if type(vehicle) is str else -1
+
+    def _topic_problem(self, path: Path, line_number: int, topic: str) -> None:
+        refused = vehicle_id_from_topic(topic, self.options.topic_prefix)  # cached: cheap
+        if isinstance(refused, Rejection):  # always, as _topic_code found
+            message = f"line {line_number}: {refused.message}"
+            self.problems.append(Problem(path, line_number, refused.reason, message))
+
+    def _decode_fully(
+        self, payload: bytes, vehicle_id: str, code: int, t: float, columns: _Columns
+    ) -> None:
+        """Arrays, RFC 3339 times and every refusal: the full decoder, with its reasons."""
+        options = self.options
+        samples, rejections = decode_speed_samples(
+            payload,
+            vehicle_id,
+            t,
+            options.default_unit,
+            max_payload_bytes=options.max_payload_bytes,
+        )
+        for sample in samples:
+            columns.append(code, sample, t)
+        for rejection in rejections:
+            self._on_rejection(rejection)
+
+    def _fill_from_csv(self, path: Path, columns: _Columns) -> None:
         reader = CsvSpeedReader(path, _csv_options(self.options))
-        vehicle = reader.vehicle_id
+        code = columns.code(reader.vehicle_id)
         nan = math.nan
-        for ts, speed_mps, flags in reader.samples():
-            yield vehicle, ts, speed_mps, flags, nan
+        for sample in reader.samples():
+            columns.append(code, sample, nan)
         for bad in reader.bad_rows:  # rows of a CSV belong to its vehicle: count them there
-            self._on_rejection(Rejection(vehicle, None, bad.reason, f"{path}: {bad.message}"))
+            rejection = Rejection(reader.vehicle_id, None, bad.reason, f"{path}: {bad.message}")
+            self._on_rejection(rejection)
+        self._progress(len(columns), path.stat().st_size)
+
+    def _progress(self, readings: int, bytes_in_current: int) -> None:
+        if self._on_progress is not None:
+            self._on_progress(readings, self._bytes_done + bytes_in_current)
 
 
 def _csv_options(options: InputOptions) -> CsvOptions:
@@ -383,7 +480,7 @@ def process_inputs(
     on_progress: Callable[[int, int], None] | None = None,
     engine: Engine | None = None,
 ) -> ProcessResult:
-    """Run every input through the core, in order; then end each vehicle's input.
+    """Read every input (in order), run the readings through the core, end each vehicle.
 
     ``on_kinematics`` receives each kinematics record, in the order the readings arrived
     (``-o``); ``on_event`` each harsh event (``plot`` marks them); ``on_progress`` the readings
@@ -393,13 +490,15 @@ def process_inputs(
     """
     check_inputs(paths)
     collector = _Collector(on_kinematics, on_event)
-    sources = _Sources(options, collector.reject)
-    arrivals = _arrivals_with_progress(paths, sources, on_progress)
+    sources = _Sources(options, collector.reject, on_progress)
+    columns = _Columns()
+    sources.fill(paths, columns)
+    accepted = _refuse_future(columns, options.max_future_s, collector)
     params = params or TrackerParams()
     if (engine or default_engine()) == "stream":
-        _run_stream(arrivals, params, options.max_future_s, collector)
-    else:
-        _run_batch(arrivals, params, options.max_future_s, collector)
+        _run_stream(columns, accepted, params, collector)
+    elif accepted.shape[0]:
+        _run_batch(columns, accepted, params, collector)
     summaries = dict(sorted(collector.summaries.items()))
     return ProcessResult(summaries, sources.problems)
 
@@ -409,99 +508,45 @@ def default_engine() -> Engine:
     return "batch" if find_spec("kinestream.core.batch") is not None else "stream"
 
 
-def _arrivals_with_progress(
-    paths: Sequence[Path], sources: _Sources, on_progress: Callable[[int, int], None] | None
-) -> Iterator[Arrival]:
-    if on_progress is None:
-        for path in paths:
-            yield from sources.arrivals(path)
-        return
-    count = 0
-    bytes_done = 0
-    for path in paths:
-        for arrival in sources.arrivals(path):
-            yield arrival
-            count += 1
-            if count % _PROGRESS_EVERY == 0:
-                on_progress(count, bytes_done + sources.bytes_read)
-        bytes_done += path.stat().st_size
+def _refuse_future(columns: _Columns, max_future_s: float, collector: _Collector) -> IntArray:
+    """The daemon's receive-time check, before the core; the indexes of the readings kept."""
+    codes, ts, speed_mps, received_at = columns.arrays()
+    too_early = ts - received_at > max_future_s  # NaN (CSV rows) never trips it
+    for i in np.flatnonzero(too_early):
+        reading = Reading(columns.names[codes[i]], float(ts[i]), float(speed_mps[i]))
+        rejection = check_not_future(reading, float(received_at[i]), max_future_s)
+        if rejection is not None:
+            collector.reject(rejection)
+    return np.flatnonzero(~too_early)
 
 
 def _run_stream(
-    arrivals: Iterable[Arrival], params: TrackerParams, max_future_s: float, collector: _Collector
+    columns: _Columns, accepted: IntArray, params: TrackerParams, collector: _Collector
 ) -> None:
     fleet = Fleet(params)
     update, add = fleet.update, collector.add
-    for vehicle_id, ts, speed_mps, flags, received_at in arrivals:
-        reading = Reading(vehicle_id, ts, speed_mps, flags)
-        too_early = check_not_future(reading, received_at, max_future_s)
-        add(update(reading) if too_early is None else [too_early])
+    names, codes, ts, speeds, flags_of = (
+        columns.names, columns.codes, columns.ts, columns.speed_mps, columns.flags
+    )  # fmt: skip
+    for i in accepted.tolist():
+        add(update(Reading(names[codes[i]], ts[i], speeds[i], flags_of.get(i, ()))))
     for vehicle_id in list(fleet.vehicle_ids()):
         add(fleet.finish(vehicle_id))
 
 
-class _Columns:
-    """Arrivals as arrays (vehicle code, ts, speed, receive time), for the batch core."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self._code_of: dict[str, int] = {}
-        self.codes = array("q")
-        self.ts = array("d")
-        self.speed_mps = array("d")
-        self.received_at = array("d")
-        self.flags: dict[int, tuple[str, ...]] = {}  # sparse: most readings carry none
-
-    def fill(self, arrivals: Iterable[Arrival]) -> None:
-        code_of, names = self._code_of, self.names
-        codes, ts_column, speeds, received = self.codes, self.ts, self.speed_mps, self.received_at
-        flags_of = self.flags
-        for vehicle_id, ts, speed_mps, flags, received_at in arrivals:
-            code = code_of.get(vehicle_id)
-            if code is None:
-                code = code_of[vehicle_id] = len(names)
-                names.append(vehicle_id)
-            if flags:
-                flags_of[len(ts_column)] = flags
-            codes.append(code)
-            ts_column.append(ts)
-            speeds.append(speed_mps)
-            received.append(received_at)
-
-    def flags_list(self, keep: npt.NDArray[np.intp]) -> list[tuple[str, ...]] | None:
-        """Per kept reading, its flags; ``None`` when no reading has any."""
-        if not self.flags:
-            return None
-        flags_of = self.flags
-        return [flags_of.get(int(i), ()) for i in keep]
-
-
 def _run_batch(
-    arrivals: Iterable[Arrival], params: TrackerParams, max_future_s: float, collector: _Collector
+    columns: _Columns, accepted: IntArray, params: TrackerParams, collector: _Collector
 ) -> None:
-    columns = _Columns()
-    columns.fill(arrivals)
-    codes = np.frombuffer(columns.codes, dtype=np.int64).astype(np.intp)
-    ts = np.frombuffer(columns.ts, dtype=np.float64)
-    speed_mps = np.frombuffer(columns.speed_mps, dtype=np.float64)
-    # The daemon's receive-time check, before the core (NaN receive times never trip it).
-    too_early = ts - np.frombuffer(columns.received_at, dtype=np.float64) > max_future_s
-    for i in np.flatnonzero(too_early):
-        reading = Reading(columns.names[codes[i]], float(ts[i]), float(speed_mps[i]))
-        rejection = check_not_future(reading, float(columns.received_at[i]), max_future_s)
-        if rejection is not None:
-            collector.reject(rejection)
-    keep = np.flatnonzero(~too_early)
-    if keep.shape[0] == 0:
-        return
     from kinestream.core.batch import process_batch_codes  # only when the core has it
 
+    codes, ts, speed_mps, _ = columns.arrays()
+    everything = accepted.shape[0] == len(columns)
     result = process_batch_codes(
-        codes[keep],
+        codes if everything else codes[accepted],
         columns.names,
-        ts[keep],
-        speed_mps[keep],
+        ts if everything else ts[accepted],
+        speed_mps if everything else speed_mps[accepted],
         params,
-        flags=columns.flags_list(keep),
+        flags=columns.flags_list(accepted),
     )
     collector.add_batch(result)

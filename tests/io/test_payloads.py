@@ -314,3 +314,42 @@ def test_bad_topics_are_refused_with_a_reason(topic, reason):
     assert not isinstance(rejection, str)
     assert rejection.reason is reason
     assert repr(topic)[1:-1][:20] in rejection.message
+
+
+@given(json_values)
+def test_single_sample_decoder_agrees_with_the_full_decoder(value):
+    """Whenever the bulk fast path gives a sample, the full decoder gives exactly that sample."""
+    payload = json.dumps(value).encode()
+    for unit in (MPS, SpeedUnit.MILES_PER_HOUR):
+        sample = payloads.decode_single_sample(payload, RECEIVED_AT, unit)
+        if sample is not None:
+            assert payloads.decode_speed_samples(payload, "v", RECEIVED_AT, unit) == ([sample], [])
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b'{"ts": 1767225600.5, "speed": 36, "unit": "km/h"}', (1767225600.5, 10.0, ())),
+        (b'{"speed": 2}', (RECEIVED_AT, 2.0, ("receive_time",))),
+        (b"3", (RECEIVED_AT, 3.0, ("receive_time",))),
+        (b'{"ts": "2026-01-01T00:00:00Z", "speed": 1}', None),
+        (b'[{"ts": 1767225600, "speed": 1}]', None),
+        (b'{"ts": 1767225600, "speed": 1, "unit": "kph"}', None),
+        (b'{"speed": true}', None),
+        (b"nonsense", None),
+    ],
+)
+def test_single_sample_decoder_takes_only_the_common_shapes(payload, expected):
+    """The fast path decodes one object or bare number; everything else is left to the full one."""
+    sample = payloads.decode_single_sample(payload, RECEIVED_AT, MPS)
+    if expected is None:
+        assert sample is None
+    else:
+        assert sample[0] == expected[0]
+        assert sample[1] == pytest.approx(expected[1], rel=1e-15)
+        assert sample[2] == expected[2]
+
+
+def test_single_sample_decoder_respects_the_size_limit():
+    """An oversized payload is left to the full decoder, which refuses it with a reason."""
+    assert payloads.decode_single_sample(b"12.5", RECEIVED_AT, MPS, max_payload_bytes=2) is None

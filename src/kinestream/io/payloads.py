@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "RECEIVE_TIME_FLAG",
     "Sample",
+    "decode_single_sample",
     "decode_speed_payload",
     "decode_speed_samples",
     "parse_timestamp",
@@ -120,6 +121,44 @@ def decode_speed_samples(
     return _collect(
         decoded, _struct_fields, vehicle_id, received_at, default_unit, in_batch=in_batch
     )
+
+
+def decode_single_sample(
+    payload: bytes | str,
+    received_at: float,
+    default_unit: SpeedUnit,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> Sample | None:
+    """The common message only, as one sample: ``None`` means "not that simple".
+
+    For bulk decoding (``process`` reads millions of messages): one object with a numeric or
+    missing ``ts`` and a known or missing unit, or a bare number. Anything else (arrays, RFC
+    3339 text, any error) returns ``None`` and must go to ``decode_speed_samples``, which
+    gives the same sample whenever this one gives one (a property test holds them to it).
+    """
+    if len(payload) > max_payload_bytes:
+        return None
+    try:
+        decoded = _TYPED_DECODER.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    if type(decoded) is _SpeedObject:
+        return _single_object(decoded, received_at, default_unit)
+    if type(decoded) is float:
+        return (received_at, decoded * _MPS_PER_UNIT_TEXT[default_unit], _RECEIVE_TIME_FLAGS)
+    return None
+
+
+def _single_object(
+    decoded: _SpeedObject, received_at: float, default_unit: SpeedUnit
+) -> Sample | None:
+    ts, unit = decoded.ts, decoded.unit
+    factor = _MPS_PER_UNIT_TEXT[default_unit] if unit is None else _MPS_PER_UNIT_TEXT.get(unit)
+    if factor is None or type(ts) is str:
+        return None
+    if ts is None:
+        return (received_at, decoded.speed * factor, _RECEIVE_TIME_FLAGS)
+    return (ts, decoded.speed * factor, _NO_FLAGS)
 
 
 Fields = tuple[float | str | None, float, str | None]  # (ts, speed, unit) once type-checked
