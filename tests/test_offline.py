@@ -17,6 +17,15 @@ DATA = Path(__file__).resolve().parent / "data"
 T0 = 1767225600.0
 
 
+def harsh_cycle_kmh(phase: int) -> float:
+    """+18 km/h per second (5 m/s²) for 4 s, cruise, -24 km/h per second for 3 s, stand."""
+    if phase <= 4:
+        return 18.0 * phase
+    if phase <= 12:
+        return 72.0
+    return max(0.0, 72.0 - 24.0 * (phase - 12))
+
+
 def messy_log(path: Path) -> Path:
     """Three vehicles, interleaved: trips, a harsh start, gaps, duplicates, late and bad data."""
     rng = random.Random(7)
@@ -30,9 +39,8 @@ def messy_log(path: Path) -> Path:
         t = T0 + i
         speed = max(0.0, 12 * math.sin(i / 40) + rng.gauss(0, 0.3))
         message(t, "a", {"ts": t, "speed": speed})
-        if i % 3 == 0:
-            burst = 6.0 * (i % 30) if i < 150 else 0.0  # hard accelerations: harsh events
-            message(t + 0.2, "b", {"ts": t, "speed": min(burst, 40.0), "unit": "km/h"})
+        if i < 150:  # b: 0.51 g launches and 0.68 g stops, harsh by any threshold
+            message(t + 0.2, "b", {"ts": t, "speed": harsh_cycle_kmh(i % 20), "unit": "km/h"})
         if i == 200:
             message(t, "a", {"ts": t - 1, "speed": 3})  # duplicate of the previous reading
             message(t, "a", {"ts": t - 50, "speed": 3})  # late

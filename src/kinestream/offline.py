@@ -140,11 +140,11 @@ def input_messages(
 
 
 class _Columns:
-    """Every reading read, as arrays in arrival order: vehicle code, ts, speed, receive time.
+    """Every reading accepted by the adapters, as arrays in arrival order: vehicle code, ts,
+    speed; flags on the side.
 
     Both engines start from these: the batch core takes the arrays whole, the stream replays
-    them through a ``Fleet`` one reading at a time. ``received_at`` is NaN for CSV rows, which
-    have no receive time (the daemon's future check does not apply to them).
+    them through a ``Fleet`` one reading at a time.
     """
 
     def __init__(self) -> None:
@@ -153,7 +153,6 @@ class _Columns:
         self.codes = array("q")
         self.ts = array("d")
         self.speed_mps = array("d")
-        self.received_at = array("d")
         self.flags: dict[int, tuple[str, ...]] = {}  # sparse: most readings carry none
 
     def __len__(self) -> int:
@@ -166,30 +165,28 @@ class _Columns:
             self.names.append(vehicle_id)
         return code
 
-    def append(self, code: int, sample: Sample, received_at: float) -> None:
+    def append(self, code: int, sample: Sample) -> None:
         ts, speed_mps, flags = sample
         if flags:
             self.flags[len(self.ts)] = flags
         self.codes.append(code)
         self.ts.append(ts)
         self.speed_mps.append(speed_mps)
-        self.received_at.append(received_at)
 
-    def arrays(self) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
-        """Zero-copy numpy views (codes as intp) of the four columns."""
+    def arrays(self) -> tuple[IntArray, FloatArray, FloatArray]:
+        """Zero-copy numpy views (codes as intp) of the columns."""
         return (
             np.frombuffer(self.codes, dtype=np.int64).astype(np.intp, copy=False),
             np.frombuffer(self.ts, dtype=np.float64),
             np.frombuffer(self.speed_mps, dtype=np.float64),
-            np.frombuffer(self.received_at, dtype=np.float64),
         )
 
-    def flags_list(self, keep: IntArray) -> list[tuple[str, ...]] | None:
-        """Flags of the kept readings, in order; ``None`` when no reading has any."""
+    def flags_list(self) -> list[tuple[str, ...]] | None:
+        """Every reading's flags, in order; ``None`` when no reading has any."""
         if not self.flags:
             return None
         flags_of = self.flags
-        return [flags_of.get(int(i), ()) for i in keep]
+        return [flags_of.get(i, ()) for i in range(len(self.ts))]
 
 
 class _Sources:
@@ -218,12 +215,12 @@ class _Sources:
     def _fill_from_log(self, path: Path, columns: _Columns) -> None:
         """The hot loop of ``process``: one line, one message, (nearly) always one sample."""
         options = self.options
-        unit, limit = options.default_unit, options.max_payload_bytes
+        unit, limit, max_future_s = (
+            options.default_unit, options.max_payload_bytes, options.max_future_s
+        )  # fmt: skip
         reader = LogReader(path)
         code_of_topic: dict[str, int] = {}  # -1: a refused topic
-        codes, ts_column, speeds, received = (
-            columns.codes, columns.ts, columns.speed_mps, columns.received_at
-        )  # fmt: skip
+        codes, ts_column, speeds = columns.codes, columns.ts, columns.speed_mps
         progress_at = _PROGRESS_EVERY
         for t, topic, payload in reader:
             code = code_of_topic.get(topic)
@@ -233,15 +230,16 @@ class _Sources:
                 self._topic_problem(path, reader.line_number, topic)
                 continue
             sample = decode_single_sample(payload, t, unit, limit)
-            if sample is not None and not sample[2]:
+            if sample is None:
+                self._decode_fully(payload, columns.names[code], code, t, columns)
+            elif sample[0] - t > max_future_s:  # the daemon's receive-time check
+                self._refuse_future(columns.names[code], sample, t)
+            elif sample[2]:
+                columns.append(code, sample)
+            else:
                 codes.append(code)
                 ts_column.append(sample[0])
                 speeds.append(sample[1])
-                received.append(t)
-            elif sample is not None:
-                columns.append(code, sample, t)
-            else:
-                self._decode_fully(payload, columns.names[code], code, t, columns)
             if len(ts_column) >= progress_at:
                 progress_at += _PROGRESS_EVERY
                 self._progress(len(ts_column), reader.bytes_read)
@@ -270,16 +268,24 @@ class _Sources:
             max_payload_bytes=options.max_payload_bytes,
         )
         for sample in samples:
-            columns.append(code, sample, t)
+            if sample[0] - t > options.max_future_s:
+                self._refuse_future(vehicle_id, sample, t)
+            else:
+                columns.append(code, sample)
         for rejection in rejections:
+            self._on_rejection(rejection)
+
+    def _refuse_future(self, vehicle_id: str, sample: Sample, t: float) -> None:
+        reading = Reading(vehicle_id, *sample)
+        rejection = check_not_future(reading, t, self.options.max_future_s)
+        if rejection is not None:  # always: the caller compared the same numbers
             self._on_rejection(rejection)
 
     def _fill_from_csv(self, path: Path, columns: _Columns) -> None:
         reader = CsvSpeedReader(path, _csv_options(self.options))
         code = columns.code(reader.vehicle_id)
-        nan = math.nan
-        for sample in reader.samples():
-            columns.append(code, sample, nan)
+        for sample in reader.samples():  # no receive time: the future check does not apply
+            columns.append(code, sample)
         for bad in reader.bad_rows:  # rows of a CSV belong to its vehicle: count them there
             rejection = Rejection(reader.vehicle_id, None, bad.reason, f"{path}: {bad.message}")
             self._on_rejection(rejection)
@@ -493,12 +499,11 @@ def process_inputs(
     sources = _Sources(options, collector.reject, on_progress)
     columns = _Columns()
     sources.fill(paths, columns)
-    accepted = _refuse_future(columns, options.max_future_s, collector)
     params = params or TrackerParams()
     if (engine or default_engine()) == "stream":
-        _run_stream(columns, accepted, params, collector)
-    elif accepted.shape[0]:
-        _run_batch(columns, accepted, params, collector)
+        _run_stream(columns, params, collector)
+    elif len(columns):
+        _run_batch(columns, params, collector)
     summaries = dict(sorted(collector.summaries.items()))
     return ProcessResult(summaries, sources.problems)
 
@@ -508,45 +513,22 @@ def default_engine() -> Engine:
     return "batch" if find_spec("kinestream.core.batch") is not None else "stream"
 
 
-def _refuse_future(columns: _Columns, max_future_s: float, collector: _Collector) -> IntArray:
-    """The daemon's receive-time check, before the core; the indexes of the readings kept."""
-    codes, ts, speed_mps, received_at = columns.arrays()
-    too_early = ts - received_at > max_future_s  # NaN (CSV rows) never trips it
-    for i in np.flatnonzero(too_early):
-        reading = Reading(columns.names[codes[i]], float(ts[i]), float(speed_mps[i]))
-        rejection = check_not_future(reading, float(received_at[i]), max_future_s)
-        if rejection is not None:
-            collector.reject(rejection)
-    return np.flatnonzero(~too_early)
-
-
-def _run_stream(
-    columns: _Columns, accepted: IntArray, params: TrackerParams, collector: _Collector
-) -> None:
+def _run_stream(columns: _Columns, params: TrackerParams, collector: _Collector) -> None:
     fleet = Fleet(params)
     update, add = fleet.update, collector.add
     names, codes, ts, speeds, flags_of = (
         columns.names, columns.codes, columns.ts, columns.speed_mps, columns.flags
     )  # fmt: skip
-    for i in accepted.tolist():
+    for i in range(len(ts)):
         add(update(Reading(names[codes[i]], ts[i], speeds[i], flags_of.get(i, ()))))
     for vehicle_id in list(fleet.vehicle_ids()):
         add(fleet.finish(vehicle_id))
 
 
-def _run_batch(
-    columns: _Columns, accepted: IntArray, params: TrackerParams, collector: _Collector
-) -> None:
+def _run_batch(columns: _Columns, params: TrackerParams, collector: _Collector) -> None:
     from kinestream.core.batch import process_batch_codes  # only when the core has it
 
-    codes, ts, speed_mps, _ = columns.arrays()
-    everything = accepted.shape[0] == len(columns)
-    result = process_batch_codes(
-        codes if everything else codes[accepted],
-        columns.names,
-        ts if everything else ts[accepted],
-        speed_mps if everything else speed_mps[accepted],
-        params,
-        flags=columns.flags_list(accepted),
-    )
+    codes, ts, speed_mps = columns.arrays()
+    flags = columns.flags_list()
+    result = process_batch_codes(codes, columns.names, ts, speed_mps, params, flags=flags)
     collector.add_batch(result)

@@ -123,7 +123,7 @@ def decode_speed_samples(
     )
 
 
-def decode_single_sample(
+def decode_single_sample(  # noqa: PLR0911 (one flat function: it runs once per message)
     payload: bytes | str,
     received_at: float,
     default_unit: SpeedUnit,
@@ -143,22 +143,17 @@ def decode_single_sample(
     except msgspec.DecodeError:
         return None
     if type(decoded) is _SpeedObject:
-        return _single_object(decoded, received_at, default_unit)
+        unit = decoded.unit
+        factor = _MPS_PER_UNIT_TEXT[default_unit] if unit is None else _MPS_PER_UNIT_TEXT.get(unit)
+        ts = decoded.ts
+        if type(ts) is float and factor is not None:
+            return (ts, decoded.speed * factor, _NO_FLAGS)
+        if ts is None and factor is not None:
+            return (received_at, decoded.speed * factor, _RECEIVE_TIME_FLAGS)
+        return None
     if type(decoded) is float:
         return (received_at, decoded * _MPS_PER_UNIT_TEXT[default_unit], _RECEIVE_TIME_FLAGS)
     return None
-
-
-def _single_object(
-    decoded: _SpeedObject, received_at: float, default_unit: SpeedUnit
-) -> Sample | None:
-    ts, unit = decoded.ts, decoded.unit
-    factor = _MPS_PER_UNIT_TEXT[default_unit] if unit is None else _MPS_PER_UNIT_TEXT.get(unit)
-    if factor is None or type(ts) is str:
-        return None
-    if ts is None:
-        return (received_at, decoded.speed * factor, _RECEIVE_TIME_FLAGS)
-    return (ts, decoded.speed * factor, _NO_FLAGS)
 
 
 Fields = tuple[float | str | None, float, str | None]  # (ts, speed, unit) once type-checked
