@@ -10,9 +10,9 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
-from kinestream.io.csv_input import CsvOptions, CsvSpeedReader
 from tests.brokers import requires_mosquitto
 from tests.integration.helpers import (
     SRC,
@@ -64,34 +64,44 @@ def state_command(state_dir: Path, *args: str) -> subprocess.CompletedProcess[st
     return subprocess.run(command, capture_output=True, text=True, env=ENV, check=False)
 
 
-def gps_messages() -> list[tuple[str, bytes]]:
-    """The two recorded GPS logs as speed messages, one vehicle each, interleaved by time."""
-    timed = []
+def kinestream(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "kinestream", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=ENV, check=False)
+
+
+def test_round_trip_matches_offline_process(broker, tmp_path, daemons, observers):
+    """`kinestream replay` of two GPS logs through the daemon yields kinematics whose final
+    distance_m per vehicle equals `kinestream process --summary` on the same files."""
+    inputs = []
     for name, vehicle in (("cmap_4115957_1", "gps-a"), ("cmap_4116721_2", "gps-b")):
-        reader = CsvSpeedReader(DATA / name / "2007-04-09.csv", CsvOptions(vehicle_id=vehicle))
-        timed.extend(reader.messages())
-    timed.sort(key=lambda message: message[0])
-    return [(topic, payload) for _t, topic, payload in timed]
-
-
-def test_round_trip_matches_offline(broker, tmp_path, daemons, observers):
-    """A replayed GPS log yields kinematics whose final distance_m per vehicle equals the
-    offline result for the same readings."""
-    messages = gps_messages()
-    expected = offline_distances(messages, time.time())
+        copy = tmp_path / f"{vehicle}.csv"  # the vehicle id is the file's stem
+        shutil.copy(DATA / name / "2007-04-09.csv", copy)
+        inputs.append(str(copy))
+    offline = kinestream("process", *inputs, "--summary")
+    assert offline.returncode == 0, offline.stderr
+    summaries = [orjson.loads(line) for line in offline.stdout.splitlines()]
+    expected = {s["vehicle_id"]: s["distance_m"] for s in summaries}
+    assert set(expected) == {"gps-a", "gps-b"}
     observer = Observer(broker, ["vehicles/+/kinematics", "kinestream/#"])
     observers.append(observer)
     daemons.append(Daemon(broker, tmp_path / "state", client_id="rt").start())
     wait_online(observer)
     started = time.monotonic()
-    publish_reliably(broker, messages)
+    replayed = kinestream("replay", *inputs, "--broker", broker.url, "--max-rate")
+    assert replayed.returncode == 0, replayed.stderr
+
+    def final_distances() -> dict[str, float]:
+        return {v: k["distance_m"] for v, k in final_kinematics(observer).items()}
+
     wait_until(
-        lambda: {v: k["distance_m"] for v, k in final_kinematics(observer).items()} == expected,
-        "final odometers equal to the offline run",
+        lambda: (
+            final_distances().keys() == expected.keys()
+            and all(final_distances()[v] == pytest.approx(d, rel=1e-9) for v, d in expected.items())
+        ),
+        "final odometers equal to the offline process result",
     )
-    elapsed = time.monotonic() - started
-    print(f"round trip: {len(messages)} readings in {elapsed:.2f} s")
-    assert set(expected) == {"gps-a", "gps-b"}
+    count = observer.count("/kinematics")
+    print(f"round trip: {count} kinematics in {time.monotonic() - started:.2f} s")
     assert all(distance > 1000.0 for distance in expected.values())
 
 
