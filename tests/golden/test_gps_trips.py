@@ -16,6 +16,7 @@ Survey conventions checked against the data (see tests/data/README.md):
 """
 
 import csv
+from itertools import pairwise
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -88,3 +89,18 @@ def test_whole_day_keeps_every_fix_and_covers_the_survey_trips(vehicle):
     assert (summary.readings, summary.rejected) == (fixes, 0)
     surveyed_miles = sum(float(t["distance_total"]) for v, _, t in TRIPS if v == vehicle)
     assert summary.distance_m / M_PER_MILE >= surveyed_miles * (1 - 5e-3)
+
+
+@pytest.mark.parametrize(
+    ("vehicle", "index", "trip"), TRIPS, ids=[f"{v}-trip{i}" for v, i, _ in TRIPS]
+)
+def test_every_gap_inside_a_trip_is_at_standstill(vehicle, index, trip):
+    """The data fact the comparison rests on: fixes more than 1 s apart have speed 0 at both
+    ends, so bridging a gap or not, or differencing across it, changes no surveyed figure."""
+    with (RECORDED / vehicle / "2007-04-09.csv").open(newline="") as file:
+        fixes = [
+            r for r in csv.DictReader(file) if trip["start_ts"] <= r["timestamp"] <= trip["end_ts"]
+        ]
+    for before, after in pairwise(fixes):
+        if float(after["cycle_sec"]) - float(before["cycle_sec"]) > 1:
+            assert float(before["speed_mph"]) == float(after["speed_mph"]) == 0.0, before

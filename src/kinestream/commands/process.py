@@ -26,13 +26,14 @@ from kinestream.core.params import Method
 from kinestream.core.records import Kinematics
 from kinestream.core.units import SpeedUnit, parse_unit
 from kinestream.errors import KinestreamError, UsageError
-from kinestream.io.csv_input import EPOCH_2000_S, CsvOptions
+from kinestream.io.csv_input import EPOCH_2000_S, CsvOptions, default_vehicle_id
 from kinestream.io.payloads import parse_timestamp
 from kinestream.offline import (
     InputOptions,
     Problem,
     ProcessResult,
     check_inputs,
+    input_kind,
     process_inputs,
 )
 
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, overrides)
     options = input_options(args, settings)
     params = settings.tracker.to_params()
+    _warn_shared_default_ids(args.inputs, args.vehicle_id)
     progress = _Progress(sum(p.stat().st_size for p in args.inputs)) if _is_tty() else None
     with _kinematics_writer(args.output) as write:
         result = process_inputs(
@@ -183,6 +185,24 @@ def _print_summaries(result: ProcessResult) -> None:
     for summary in result.summaries.values():
         out.write(encode(summary.to_json()) + b"\n")
     out.flush()
+
+
+def _warn_shared_default_ids(paths: Sequence[Path], vehicle_id: str | None) -> None:
+    """Two CSVs named alike (two vehicles' 2007-04-09.csv) would silently become one vehicle."""
+    if vehicle_id is not None:
+        return
+    by_id: dict[str, list[Path]] = {}
+    for path in paths:
+        if input_kind(path) == "csv":
+            by_id.setdefault(default_vehicle_id(path), []).append(path)
+    for shared_id, shared in by_id.items():
+        if len(shared) > 1:
+            names = ", ".join(str(p) for p in shared)
+            print(
+                f"kinestream process: note: {names} all feed vehicle {shared_id!r} (the file "
+                "stem); if they are different vehicles, process each with its own --vehicle-id",
+                file=sys.stderr,
+            )
 
 
 def _report_problems(problems: Sequence[Problem]) -> None:
