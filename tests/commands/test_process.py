@@ -330,3 +330,39 @@ def test_bad_config_is_a_usage_error(capsys, ramp_log, tmp_path):
     assert code == 2
     assert "max_gap_s" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_csvs_sharing_a_stem_are_noted_on_stderr(capsys, tmp_path):
+    """Two CSV inputs whose stems give the same default vehicle id are pointed out on stderr."""
+    for folder in ("car-1", "car-2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "day.csv").write_text("ts,speed_mps\n1767225600,1\n")
+    paths = [str(tmp_path / f / "day.csv") for f in ("car-1", "car-2")]
+    code, out, err = run_cli(capsys, "process", *paths, "--summary")
+    assert code == 0
+    assert "all feed vehicle 'day'" in err
+    assert list(summaries(out)) == ["day"]
+
+
+def test_gzip_log_input(capsys, tmp_path):
+    """A recorded log compressed as .jsonl.gz is read like the plain one."""
+    import gzip
+
+    path = tmp_path / "log.jsonl.gz"
+    path.write_bytes(gzip.compress((log_line(T0, "a", {"ts": T0, "speed": 2}) + "\n").encode()))
+    code, out, _ = run_cli(capsys, "process", str(path), "--summary")
+    assert code == 0
+    assert summaries(out)["a"]["readings"] == 1
+
+
+def test_progress_line_shows_bar_percentage_and_rate(capsys):
+    """The terminal progress line has a bar, the share of input bytes read and the readings."""
+    from kinestream.commands.process import _Progress
+
+    progress = _Progress(total_bytes=1000)
+    progress.update(16384, 500)
+    progress.done()
+    err = capsys.readouterr().err
+    assert err.startswith("\rprocess [")
+    assert "50%" in err
+    assert "16,384 readings" in err
