@@ -404,8 +404,12 @@ class _Job:
         x = increment[inside]
         x[starts] = 0.0  # a trip's first reading opens it: its interval is not in the trip
         trip_distance[inside] = segmented_compensated_cumsum(x, starts)
-        x_bridged = np.where(bridged[inside], x, 0.0)
-        trip_bridged[inside] = segmented_compensated_cumsum(x_bridged, starts)
+        in_bridge = bridged[inside]
+        if in_bridge.any():
+            x_bridged = np.where(in_bridge, x, 0.0)
+            trip_bridged[inside] = segmented_compensated_cumsum(x_bridged, starts)
+        else:  # a Neumaier sum of zeros is exactly zero
+            trip_bridged[inside] = 0.0
         return trip_distance, trip_bridged
 
     def _events(

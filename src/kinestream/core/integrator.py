@@ -39,40 +39,37 @@ def compensated(slots: array[float], sum_index: int) -> float:
 
 
 def compensated_cumsum(x: FloatArray) -> FloatArray:
-    """Every partial Neumaier sum of ``x``, bit for bit what ``neumaier_add`` gives in a loop.
+    """Every partial Neumaier sum of non-negative ``x``: bit for bit ``neumaier_add`` in a loop.
 
     Neumaier's running total is the plain left-to-right sum (``np.cumsum`` is sequential), and
     its compensation is the plain running sum of each step's exact rounding error, which only
-    needs the previous total: both vectorise.
+    needs the previous total: both vectorise. For non-negative terms "the larger magnitude"
+    of (previous total, term) is simply the larger value.
     """
-    total = np.cumsum(x)
-    previous = np.empty_like(total)
-    previous[:1] = 0.0
-    previous[1:] = total[:-1]
-    error = np.where(np.abs(previous) >= np.abs(x), (previous - total) + x, (x - total) + previous)
-    return total + np.cumsum(error)
+    return _compensated_rows(x[np.newaxis, :])[0]
 
 
 def segmented_compensated_cumsum(x: FloatArray, starts: IntArray) -> FloatArray:
     """``compensated_cumsum`` restarted at each index in ``starts`` (sorted, ``starts[0] == 0``).
 
-    Segments of similar length run as rows of one padded 2-D array (zeros after a segment's
-    end change nothing); very uneven ones run one by one.
+    Segments run as rows of one 2-D array, padded with zeros after a segment's end (adding
+    zeros changes neither sum nor compensation); very uneven lengths run one by one.
     """
     n = x.shape[0]
-    out = np.empty(n)
     if n == 0:
-        return out
-    bounds = np.append(starts, n)
-    lengths = np.diff(bounds)
+        return np.empty(0)
+    lengths = np.diff(np.append(starts, n))
     width = int(lengths.max())
+    if len(lengths) * width == n:  # equal lengths: a reshape, no copy
+        return _compensated_rows(x.reshape(len(lengths), width)).reshape(n)
     if len(lengths) * width <= 2 * n + 1024:
         rows = np.zeros((len(lengths), width))
-        columns = np.arange(n) - np.repeat(starts, lengths)
         row_of = np.repeat(np.arange(len(lengths)), lengths)
+        columns = np.arange(n) - np.repeat(starts, lengths)
         rows[row_of, columns] = x
         return _compensated_rows(rows)[row_of, columns]
-    for start, end in itertools.pairwise(bounds):
+    out = np.empty(n)
+    for start, end in itertools.pairwise(np.append(starts, n)):
         out[start:end] = compensated_cumsum(x[start:end])
     return out
 
@@ -81,7 +78,9 @@ def _compensated_rows(rows: FloatArray) -> FloatArray:
     total = np.cumsum(rows, axis=1)
     previous = np.zeros_like(total)
     previous[:, 1:] = total[:, :-1]
-    error = np.where(
-        np.abs(previous) >= np.abs(rows), (previous - total) + rows, (rows - total) + previous
-    )
-    return total + np.cumsum(error, axis=1)
+    # Neumaier's error term: (larger - new total) + smaller, exactly as neumaier_add orders it.
+    error = np.maximum(previous, rows)
+    error -= total
+    error += np.minimum(previous, rows)
+    total += np.cumsum(error, axis=1)
+    return total
