@@ -366,3 +366,14 @@ def test_progress_line_shows_bar_percentage_and_rate(capsys):
     assert err.startswith("\rprocess [")
     assert "50%" in err
     assert "16,384 readings" in err
+
+
+@pytest.mark.parametrize("content", [b"not gzip at all", b"\x1f\x8b\x08\x00truncated"])
+def test_corrupt_gzip_input_exits_1_with_one_line(capsys, tmp_path, content):
+    """An input that fails while being read (a corrupt .gz) is a run-time failure: exit 1."""
+    path = tmp_path / "broken.jsonl.gz"
+    path.write_bytes(content)
+    code, out, err = run_cli(capsys, "process", str(path), "--summary")
+    assert code == 1
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1

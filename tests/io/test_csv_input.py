@@ -145,3 +145,14 @@ def test_numeric_epoch_times_are_not_shifted(tmp_path):
     path = write_csv(tmp_path, "t,speed_mps\n946684800.5,1\n")
     assert next(CsvSpeedReader(path).rows()) == (946684800.5, 1.0)
     assert EPOCH_2000_S == 946684800.0
+
+
+def test_undecodable_bytes_and_nul_bytes_spoil_only_their_rows(tmp_path):
+    """Invalid UTF-8 or a NUL byte in a row makes that row bad (counted), not the file."""
+    path = tmp_path / "dirty.csv"
+    path.write_bytes(
+        b"ts,speed_mps\n1767225600,1\n17672256\xff01,2\n1767225602,3\x00\n1767225603,4\n"
+    )
+    reader = CsvSpeedReader(path)
+    assert [ts for ts, _ in reader.rows()] == [1767225600.0, 1767225603.0]
+    assert [b.line_number for b in reader.bad_rows] == [3, 4]

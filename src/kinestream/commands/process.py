@@ -112,14 +112,18 @@ def run(args: argparse.Namespace) -> int:
     params = settings.tracker.to_params()
     _warn_shared_default_ids(args.inputs, args.vehicle_id)
     progress = _Progress(sum(p.stat().st_size for p in args.inputs)) if _is_tty() else None
-    with _kinematics_writer(args.output) as write:
-        result = process_inputs(
-            args.inputs,
-            options,
-            params,
-            on_kinematics=write,
-            on_progress=progress.update if progress else None,
-        )
+    try:
+        with _kinematics_writer(args.output) as write:
+            result = process_inputs(
+                args.inputs,
+                options,
+                params,
+                on_kinematics=write,
+                on_progress=progress.update if progress else None,
+            )
+    except (OSError, EOFError) as error:  # a truncated or corrupt .gz, a failing disk
+        where = getattr(error, "filename", None) or "input/output"
+        raise KinestreamError(f"{where}: {error}") from None
     if progress:
         progress.done()
     _report_problems(result.problems)

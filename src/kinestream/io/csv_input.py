@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -81,10 +82,9 @@ class CsvSpeedReader:
     def rows(self) -> Iterator[tuple[float, float]]:
         """``(ts, speed)`` per good row, speed in ``self.unit``, in file order."""
         origin_s: float | None = None  # decided by the first numeric time in the file
-        with self.path.open(newline="", encoding="utf-8-sig") as file:
-            for line_number, row in enumerate(csv.reader(file), start=1):
-                if line_number == 1 or not row:
-                    continue
+        # errors="replace": a stray invalid byte spoils its row (counted), not the whole file.
+        with self.path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
+            for line_number, row in _records(csv.reader(file), self.bad_rows):
                 try:
                     raw_ts, speed, is_text = self._cells(row)
                 except _BadRow as bad:
@@ -133,6 +133,21 @@ class CsvSpeedReader:
             raise _BadRow(RejectReason.INVALID_TIMESTAMP, message) from None
 
 
+def _records(reader: Any, bad_rows: list[BadLine]) -> Iterator[tuple[int, list[str]]]:
+    """Data rows after the header with their line numbers; rows csv cannot parse are counted."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:  # a NUL byte, an over-long field...
+            line = reader.line_num
+            bad_rows.append(BadLine(line, RejectReason.MALFORMED_PAYLOAD, f"row {line}: {error}"))
+            continue
+        if reader.line_num > 1 and row:  # line 1 is the header
+            yield reader.line_num, row
+
+
 class _BadRow(Exception):  # noqa: N818 - internal control flow, never escapes this module
     def __init__(self, reason: RejectReason, message: str) -> None:
         super().__init__(message)
@@ -141,10 +156,12 @@ class _BadRow(Exception):  # noqa: N818 - internal control flow, never escapes t
 
 def _read_header(path: Path) -> list[str]:
     try:
-        with path.open(newline="", encoding="utf-8-sig") as file:
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
             header = next(csv.reader(file), None)
-    except UnicodeDecodeError as error:
-        raise UsageError(f"{path}: not a UTF-8 CSV file ({error})") from None
+    except csv.Error as error:
+        raise UsageError(f"{path}: unreadable CSV header ({error})") from None
+    if header and any("\ufffd" in name for name in header):
+        raise UsageError(f"{path}: the CSV header is not UTF-8 text: {header}")
     if not header:
         raise UsageError(f"{path}: empty CSV file (no header row)")
     return [name.strip() for name in header]
