@@ -178,3 +178,29 @@ def test_unreachable_broker_keeps_retrying(scheme):
         return alive
 
     assert asyncio.run(scenario()) is True
+
+
+@pytest.mark.parametrize("length", [0, 1, 127, 128, 16383, 16384, 2_097_151, 2_097_152])
+def test_remaining_length_matches_the_mqtt_variable_byte_integer(length):
+    """Our hand-encoded PUBLISH header uses the same length encoding as gmqtt's packer."""
+    from gmqtt.mqtt.utils import pack_variable_byte_integer
+
+    from kinestream.io.mqtt import _remaining_length
+
+    assert _remaining_length(length) == bytes(pack_variable_byte_integer(length))
+
+
+def test_large_outputs_round_trip_through_the_broker(mqtt_broker):
+    """A QoS 0 output above 127 and 16383 bytes (multi-byte lengths) arrives intact, retained
+    flag included."""
+
+    async def scenario():
+        link = MqttLink(settings_for(mqtt_broker, "large-test"), lambda *_: None)
+        await asyncio.wait_for(link.connect_forever(), 15)
+        link.publish("out/large/a", b"a" * 200, 0, False)
+        link.publish("out/large/b", b"b" * 20000, 0, True)
+        await asyncio.sleep(0.5)
+        await link.close()
+
+    asyncio.run(scenario())
+    assert retained(mqtt_broker, "out/large/b") == b"b" * 20000

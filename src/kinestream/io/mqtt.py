@@ -4,11 +4,15 @@ What it guarantees to the service:
 
 - MQTT 5, persistent session (no clean start, a session expiry), subscription at QoS 1, and a
   Receive Maximum so the broker's in-flight window is ours to choose.
-- Acknowledgement only after the handler says the message is durable: gmqtt's
-  ``optimistic_acknowledgement=False`` sends the PUBACK when the async ``on_message`` returns
-  (it must return a reason code; 0 is success). The handler is synchronous and returns either
-  ``None`` (nothing to wait for) or an awaitable that completes once the message is in the
-  write-ahead log; only then does this module return 0 and gmqtt acknowledge.
+- Acknowledgement only after the handler says the message is durable. The handler is
+  synchronous and returns ``None`` (nothing to wait for) or a future that completes once the
+  message is in the write-ahead log; the PUBACK goes out only then.
+- A lean hot path (benchmarks/RESULTS.md measured each step): QoS 1 deliveries bypass gmqtt's
+  task-per-message ``async on_message`` (its ``optimistic_acknowledgement=False`` mode) through
+  an override of its packet handler that acknowledges a whole write-ahead-log batch in one
+  write; QoS 0 outputs are encoded here and written once per event-loop pass instead of one
+  ``send`` per ``publish``. Both use gmqtt internals (checked at start, with the documented
+  ``async on_message`` path as the fallback), which is why they live in this one module.
 - Reconnect forever with exponential backoff and full jitter (gmqtt's own reconnect uses a
   fixed delay, so it is replaced), resubscribing each time; ``{service}/status`` is published
   retained ``online`` once the broker acknowledges the subscription, with a retained
@@ -24,6 +28,7 @@ import contextlib
 import logging
 import random
 import ssl
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -40,7 +45,51 @@ MessageHandler = Callable[[str, bytes, int], Awaitable[object] | None]
 CONNECT_TIMEOUT_S = 10.0
 BACKLOG_LIMIT = 100_000
 SUCCESS = 0
-DISCONNECT_WITH_WILL = 0x04
+PUBLISH_QOS0 = 0x30
+PUBLISH_RETAIN = 0x01
+PUBACK_SUCCESS = b"\x40\x02"  # remaining length 2: success, no properties (MQTT 5 3.4.2.1)
+_MID = struct.Struct("!H")
+
+
+def _remaining_length(length: int) -> bytes:
+    """MQTT variable byte integer."""
+    if length < 128:
+        return bytes((length,))
+    out = bytearray()
+    while True:
+        length, digit = divmod(length, 128)
+        out.append(digit | 0x80 if length else digit)
+        if not length:
+            return bytes(out)
+
+
+class _Qos0Writer:
+    """QoS 0 PUBLISH packets encoded here and written once per event-loop pass.
+
+    gmqtt's ``publish`` builds each packet through a generic factory and writes it at once
+    (one ``send`` system call per output message); this halves the cost of a bare echo.
+    """
+
+    def __init__(self, protocol: Any, mqtt5: bool) -> None:
+        self._protocol = protocol
+        self._properties = b"\x00" if mqtt5 else b""
+        self._pending: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+
+    def publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        topic_bytes = topic.encode()
+        variable = _MID.pack(len(topic_bytes)) + topic_bytes + self._properties
+        first = PUBLISH_QOS0 | PUBLISH_RETAIN if retain else PUBLISH_QOS0
+        header = bytes((first,)) + _remaining_length(len(variable) + len(payload))
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(header + variable + payload)
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._protocol.write_data(data)
 
 
 class _Client(gmqtt.Client):
@@ -101,6 +150,10 @@ class MqttLink:
         self.status_published = 0
         self.reconnects = 0
         self._rng = random.Random()
+        self._writer: _Qos0Writer | None = None
+        # WAL batch future -> (the connection its messages came on, their packet ids)
+        self._ack_batches: dict[asyncio.Future[object], tuple[object, list[int]]] = {}
+        self.lean = self._install_lean_receive(self._client)
 
     def _make_client(self) -> _Client:
         s = self.settings
@@ -121,6 +174,47 @@ class MqttLink:
         return client
 
     # Receiving --------------------------------------------------------------------------
+    def _install_lean_receive(self, client: _Client) -> bool:
+        """Take over QoS 1 deliveries from gmqtt's handler (no task per message)."""
+        handler = client._package_handler
+        if not hasattr(handler, "_handle_qos_1_publish_packet"):
+            log.warning("gmqtt without the expected packet handler: using async on_message")
+            return False
+        handler._handle_qos_1_publish_packet = self._on_qos1
+        client.on_message = self._on_qos0  # a plain function: gmqtt calls it without a task
+        return True
+
+    def _on_qos0(
+        self, _client: object, topic: str, payload: bytes, qos: int, _properties: object
+    ) -> int:
+        if type(topic) is not str:  # gmqtt passes bytes when the topic is not UTF-8
+            topic = bytes(topic).decode("utf-8", "replace")
+        self._handler(topic, payload, qos)
+        return SUCCESS
+
+    def _on_qos1(self, mid: int, payload: bytes, topic: str, _properties: object) -> None:
+        if type(topic) is not str:
+            topic = bytes(topic).decode("utf-8", "replace")
+        durable = self._handler(topic, payload, 1)
+        connection = self._client._connection
+        if durable is None:
+            connection.send_package(PUBACK_SUCCESS + _MID.pack(mid))
+            return
+        batch = self._ack_batches.get(durable)
+        if batch is None:
+            batch = self._ack_batches[durable] = (connection, [])
+            durable.add_done_callback(self._acknowledge)
+        batch[1].append(mid)
+
+    def _acknowledge(self, durable: asyncio.Future[object]) -> None:
+        """The batch is in the log: one write with all its PUBACKs (never if it failed)."""
+        connection, mids = self._ack_batches.pop(durable)
+        if durable.cancelled() or durable.exception() is not None:
+            return  # not logged: the broker redelivers after the next reconnect
+        if connection is not self._client._connection or connection.is_closing():
+            return  # the broker redelivers these on the new connection; they are acked there
+        connection.send_package(b"".join(PUBACK_SUCCESS + _MID.pack(mid) for mid in mids))
+
     async def _on_message(
         self, _client: object, topic: str, payload: bytes, qos: int, _properties: object
     ) -> int:
@@ -168,6 +262,11 @@ class MqttLink:
         tls = tls_context(s) or False
         connecting = self._client.connect(s.host, s.port, ssl=tls, keepalive=s.keepalive_s)
         await asyncio.wait_for(connecting, CONNECT_TIMEOUT_S)
+        mqtt5 = self._client._connection_state.protocol_version >= gmqtt.constants.MQTTv50
+        if not mqtt5 and not self.lean:
+            log.error("the broker refused MQTT 5: gmqtt acknowledges before the log is written")
+        connection = self._client._connection
+        self._writer = _Qos0Writer(connection._protocol, mqtt5) if self.lean else None
         self._subscribe_mid = self._client.subscribe(self.subscription, qos=1)
         await asyncio.wait_for(self._subscribed.wait(), CONNECT_TIMEOUT_S)
         self._lost.clear()  # stale signals from refused attempts
@@ -212,6 +311,9 @@ class MqttLink:
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
         """Send now, or keep for after the reconnect; True when it went out now."""
         if self._connected and not self._backlog:
+            if qos == 0 and self._writer is not None:
+                self._writer.publish(topic, payload, retain)
+                return True
             try:
                 self._client.publish(topic, payload, qos=qos, retain=retain)
                 return True
@@ -241,6 +343,8 @@ class MqttLink:
         self._lost.set()
         if self._connected:
             self.flush_backlog()
+            if self._writer is not None:
+                self._writer.flush()
             self._client.publish(self.status_topic, b"offline", qos=1, retain=True)
             self.status_published += 1
             self._connected = False
