@@ -271,9 +271,9 @@ def stop_process(process: subprocess.Popen, grace_s: float = 5.0) -> None:
 def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a child in its own process group (so cleanup kills its children too)."""
     full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_DIR / "src"), str(BENCH_DIR), full_env.get("PYTHONPATH", "")]
-    )
+    # BENCH_SRC: measure another checkout's kinestream (A/B comparisons of a change).
+    src = os.environ.get("BENCH_SRC", str(REPO_DIR / "src"))
+    full_env["PYTHONPATH"] = os.pathsep.join([src, str(BENCH_DIR), full_env.get("PYTHONPATH", "")])
     full_env.update(env or {})
     log = log_path.open("wb")
     try:
