@@ -79,39 +79,45 @@ class LogReader:
             return 0
 
     def __iter__(self) -> Iterator[Message]:
+        # The per-line cost of `process`: one generator frame, locals, the common line first.
         source = self._source
         file = open_binary(source) if isinstance(source, Path) else source
         self._file = file
+        decode, bad_lines = _LINE_DECODER.decode, self.bad_lines
+        line_number = 0
         try:
-            yield from self._messages(file)
+            for line in file:
+                line_number += 1
+                self.line_number = line_number
+                record: _LogLine | None
+                try:
+                    record = decode(line)
+                except msgspec.DecodeError:  # includes ValidationError; also blank lines
+                    record = None
+                else:
+                    payload = record.payload
+                    # ASCII text (the usual payload) encodes without any error handling.
+                    if payload is not None and record.payload_b64 is None and payload.isascii():
+                        yield record.t, record.topic, payload.encode()
+                        continue
+                message = _unusual_line(line, record, line_number, bad_lines)
+                if message is not None:
+                    yield message
         finally:
             self._bytes_at_end = self.bytes_read
             self._file = None
             if file is not source:
                 file.close()
 
-    def _messages(self, file: IO[bytes]) -> Iterator[Message]:
-        # The per-line cost of `process`: locals instead of globals and attributes.
-        decode, bad_lines = _LINE_DECODER.decode, self.bad_lines
-        line_number = 0
-        for line in file:
-            line_number += 1
-            self.line_number = line_number
-            try:
-                record = decode(line)
-            except msgspec.DecodeError:  # includes ValidationError; blank lines land here too
-                message = _read_loosely(line, line_number, bad_lines)
-                if message is not None:
-                    yield message
-                continue
-            payload = record.payload
-            if payload is not None and record.payload_b64 is None:
-                # Inlined _utf8(): this line runs once per message.
-                yield record.t, record.topic, payload.encode("utf-8", "surrogatepass")
-            else:
-                message = _message_of(record, line_number, bad_lines)
-                if message is not None:
-                    yield message
+
+def _unusual_line(
+    line: bytes, record: _LogLine | None, line_number: int, bad_lines: list[BadLine]
+) -> Message | None:
+    """Blank, bad, base64, non-ASCII or hand-written lines: the message, or None (recorded
+    in ``bad_lines`` when the line is bad)."""
+    if record is None:
+        return _read_loosely(line, line_number, bad_lines)
+    return _message_of(record, line_number, bad_lines)
 
 
 def _read_loosely(line: bytes, line_number: int, bad_lines: list[BadLine]) -> Message | None:

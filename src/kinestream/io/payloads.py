@@ -106,12 +106,12 @@ def decode_speed_samples(
     if type(decoded) is _SpeedObject:
         # The hot path (one object, numeric ts, a known unit or none) without the generic loop.
         ts, unit = decoded.ts, decoded.unit
-        factor = _MPS_PER_UNIT_TEXT[default_unit] if unit is None else _MPS_PER_UNIT_TEXT.get(unit)
+        factor = MPS_PER_UNIT[default_unit] if unit is None else _MPS_PER_UNIT_TEXT.get(unit)
         if type(ts) is float and factor is not None:
             return [(ts, decoded.speed * factor, _NO_FLAGS)], []
         decoded, in_batch = [decoded], False
     elif type(decoded) is float:
-        factor = _MPS_PER_UNIT_TEXT[default_unit]
+        factor = MPS_PER_UNIT[default_unit]
         return [(received_at, decoded * factor, _RECEIVE_TIME_FLAGS)], []
     elif not decoded:
         message = "payload is an empty array"
@@ -144,7 +144,7 @@ def decode_single_sample(  # noqa: PLR0911 (one flat function: it runs once per 
         return None
     if type(decoded) is _SpeedObject:
         unit = decoded.unit
-        factor = _MPS_PER_UNIT_TEXT[default_unit] if unit is None else _MPS_PER_UNIT_TEXT.get(unit)
+        factor = MPS_PER_UNIT[default_unit] if unit is None else _MPS_PER_UNIT_TEXT.get(unit)
         ts = decoded.ts
         if type(ts) is float and factor is not None:
             return (ts, decoded.speed * factor, _NO_FLAGS)
@@ -152,7 +152,7 @@ def decode_single_sample(  # noqa: PLR0911 (one flat function: it runs once per 
             return (received_at, decoded.speed * factor, _RECEIVE_TIME_FLAGS)
         return None
     if type(decoded) is float:
-        return (received_at, decoded * _MPS_PER_UNIT_TEXT[default_unit], _RECEIVE_TIME_FLAGS)
+        return (received_at, decoded * MPS_PER_UNIT[default_unit], _RECEIVE_TIME_FLAGS)
     return None
 
 
@@ -199,7 +199,7 @@ def _sample(
     default_unit: SpeedUnit,
 ) -> Sample:
     """The one place where typed fields become a sample: units, and the missing-ts rule."""
-    factor = _MPS_PER_UNIT_TEXT[default_unit] if unit is None else _factor(unit)
+    factor = MPS_PER_UNIT[default_unit] if unit is None else _factor(unit)
     if ts is None:
         return (received_at, speed * factor, _RECEIVE_TIME_FLAGS)
     if type(ts) is str:
