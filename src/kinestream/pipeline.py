@@ -63,7 +63,6 @@ class Pipeline:
         self.qos = output_qos
         self.state_interval_s = state_interval_s
         self.clock = clock
-        self._topics: dict[str, tuple[str, str, str, str]] = {}
         self.observe_latency = True  # off while replaying the log (old receive times)
 
     # Input ------------------------------------------------------------------------------
@@ -130,16 +129,16 @@ class Pipeline:
             elif kind is Rejection:
                 self.dead_letter(record, topic or "", payload, received_at)
             elif kind is TripSummary:
-                self._send(self.topics(record.vehicle_id)[1], orjson.dumps(record), "trip")
+                self._send(self._topic(record.vehicle_id, "trips"), orjson.dumps(record), "trip")
             elif kind is HarshEvent:
-                self._send(self.topics(record.vehicle_id)[2], orjson.dumps(record), "event")
+                topic = self._topic(record.vehicle_id, "events")
+                self._send(topic, orjson.dumps(record), "event")
 
     def kinematics(self, record: Kinematics, received_at: float) -> None:
         metrics = self.metrics
         vehicle_id = record.vehicle_id
         body = orjson.dumps(record)
-        topics = self.topics(vehicle_id)
-        self.publish(topics[0], body, self.qos, False)
+        self.publish(self._topic(vehicle_id, "kinematics"), body, self.qos, False)
         metrics.published["kinematics"] += 1
         metrics.readings["accepted"] += 1
         now = self.clock()
@@ -147,14 +146,14 @@ class Pipeline:
             metrics.latency.observe(max(0.0, now - received_at))
             metrics.event_time_lag_seconds = received_at - record.ts
         book = self.book
-        book.last_kinematics[vehicle_id] = body
+        # The record, not its JSON: orjson's bytes keep a ~4 KB buffer each (measured).
+        book.last_kinematics[vehicle_id] = record
         if now - book.state_published_at.get(vehicle_id, 0.0) >= self.state_interval_s:
-            self.publish(topics[3], body, self.qos, True)
-            metrics.published["state"] += 1
+            self._send(self._topic(vehicle_id, "state"), body, "state", retain=True)
             book.state_published_at[vehicle_id] = now
-            book.pending_state.pop(vehicle_id, None)
+            book.pending_state.discard(vehicle_id)
         else:
-            book.pending_state[vehicle_id] = body
+            book.pending_state.add(vehicle_id)
 
     def flush_state(self, now_wall: float) -> None:
         """Publish held-back retained state whose throttle interval has passed."""
@@ -165,9 +164,11 @@ class Pipeline:
             if now_wall - book.state_published_at.get(vid, 0.0) >= self.state_interval_s
         ]
         for vehicle_id in ready:
-            body = book.pending_state.pop(vehicle_id)
-            self._send(self.topics(vehicle_id)[3], body, "state", retain=True)
-            book.state_published_at[vehicle_id] = now_wall
+            book.pending_state.discard(vehicle_id)
+            body = book.last_record_json(vehicle_id)
+            if body is not None:
+                self._send(self._topic(vehicle_id, "state"), body, "state", retain=True)
+                book.state_published_at[vehicle_id] = now_wall
 
     def dead_letter(
         self, rejection: Rejection, topic: str, payload: bytes, received_at: float
@@ -181,14 +182,8 @@ class Pipeline:
             "deadletter",
         )
 
-    def topics(self, vehicle_id: str) -> tuple[str, str, str, str]:
-        topics = self._topics.get(vehicle_id)
-        if topics is None:
-            base = f"{self.prefix}/{vehicle_id}/"
-            topics = (base + "kinematics", base + "trips", base + "events", base + "state")
-            if len(self._topics) < 1_000_000:  # a cache, not a leak under hostile ids
-                self._topics[vehicle_id] = topics
-        return topics
+    def _topic(self, vehicle_id: str, kind: str) -> str:
+        return f"{self.prefix}/{vehicle_id}/{kind}"
 
     def _send(self, topic: str, body: bytes, kind: str, retain: bool = False) -> None:
         self.publish(topic, body, self.qos, retain)

@@ -16,7 +16,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
+import orjson
+
 from kinestream.core.fleet import Fleet
+from kinestream.core.records import Kinematics
 from kinestream.io.state_store import StateStore, StoredVehicle
 
 EVICT_BATCH_FRACTION = 0.01  # over capacity, evict this share at once (amortises the scan)
@@ -32,9 +35,10 @@ class VehicleBook:
         self.idle_evict_s = idle_evict_s
         self.arrived: dict[str, float] = {}  # wall time of the latest message; key = resident
         self.latest_ts: dict[str, float] = {}  # event time of the latest non-rejected reading
-        self.last_kinematics: dict[str, bytes] = {}  # JSON of the latest kinematics record
+        # The latest kinematics record (JSON bytes when restored from a checkpoint).
+        self.last_kinematics: dict[str, Kinematics | bytes] = {}
         self.state_published_at: dict[str, float] = {}
-        self.pending_state: dict[str, bytes] = {}  # retained state held back by the throttle
+        self.pending_state: set[str] = set()  # retained state held back by the throttle
         self.touched: set[str] = set()  # since the last tick: deadlines to recompute
         self.dirty: set[str] = set()  # since the last checkpoint: state to save
         self.due_at: dict[str, float] = {}  # wall time at which the core wants a tick
@@ -89,18 +93,24 @@ class VehicleBook:
         self.latest_ts.pop(vehicle_id, None)
         self.last_kinematics.pop(vehicle_id, None)
         self.state_published_at.pop(vehicle_id, None)
-        self.pending_state.pop(vehicle_id, None)
+        self.pending_state.discard(vehicle_id)
         self.due_at.pop(vehicle_id, None)
         self.touched.discard(vehicle_id)
         self.dirty.discard(vehicle_id)
         self.evictions += 1
 
     # Checkpoint support -------------------------------------------------------------------
+    def last_record_json(self, vehicle_id: str) -> bytes | None:
+        record = self.last_kinematics.get(vehicle_id)
+        if record is None or type(record) is bytes:
+            return record
+        return orjson.dumps(record)
+
     def stored(self, vehicle_id: str, state: bytes) -> StoredVehicle:
         return StoredVehicle(
             vehicle_id,
             state,
-            self.last_kinematics.get(vehicle_id),
+            self.last_record_json(vehicle_id),
             self.latest_ts.get(vehicle_id),
             self.arrived.get(vehicle_id),
         )

@@ -204,3 +204,33 @@ def test_large_outputs_round_trip_through_the_broker(mqtt_broker):
 
     asyncio.run(scenario())
     assert retained(mqtt_broker, "out/large/b") == b"b" * 20000
+
+
+def test_qos1_outputs_beyond_the_broker_window_all_arrive(broker_factory):
+    """With output QoS 1 and the broker's default window of 20, a burst of 500 outputs waits
+    for PUBACKs instead of failing, and every one arrives in order."""
+    broker = broker_factory(max_queued_messages=0)
+    seen: list[bytes] = []
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    watcher.on_message = lambda _c, _u, m: seen.append(m.payload)
+    watcher.connect(broker.host, broker.port)
+    watcher.subscribe("out/q1", 1)
+    watcher.loop_start()
+
+    async def scenario():
+        link = MqttLink(settings_for(broker, "window-test", output_qos=1), lambda *_: None)
+        await asyncio.wait_for(link.connect_forever(), 15)
+        for i in range(500):
+            link.publish("out/q1", str(i).encode(), 1, False)
+        for _ in range(100):
+            if len(seen) >= 500:
+                break
+            await asyncio.sleep(0.1)
+        await link.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+    assert seen == [str(i).encode() for i in range(500)]

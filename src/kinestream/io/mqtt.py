@@ -96,6 +96,12 @@ class _Client(gmqtt.Client):
     """gmqtt client whose automatic reconnect only tells the link (which owns the backoff)."""
 
     lost_callback: Callable[[], None] = staticmethod(lambda: None)
+    acked_callback: Callable[[], None] = staticmethod(lambda: None)
+
+    def _remove_message_from_queue(self, mid: int) -> None:
+        # gmqtt calls this on each PUBACK for our QoS 1 publishes: a window slot is free.
+        super()._remove_message_from_queue(mid)
+        self.acked_callback()
 
     async def reconnect(self, delay: bool = False) -> None:
         self.lost_callback()
@@ -151,6 +157,7 @@ class MqttLink:
         self.reconnects = 0
         self._rng = random.Random()
         self._writer: _Qos0Writer | None = None
+        self._flush_scheduled = False
         # WAL batch future -> (the connection its messages came on, their packet ids)
         self._ack_batches: dict[asyncio.Future[object], tuple[object, list[int]]] = {}
         self.lean = self._install_lean_receive(self._client)
@@ -167,6 +174,7 @@ class MqttLink:
             receive_maximum=s.receive_maximum,
         )
         client.lost_callback = self._connection_lost
+        client.acked_callback = self._window_freed
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         if s.username is not None:
@@ -324,7 +332,14 @@ class MqttLink:
         self._backlog.append((topic, payload, qos, retain))
         return False
 
+    def _window_freed(self) -> None:
+        """QoS 1 outputs wait in the backlog while the broker's window is full: resume."""
+        if self._backlog and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_backlog)
+
     def flush_backlog(self) -> None:
+        self._flush_scheduled = False
         while self._backlog and self._connected:
             topic, payload, qos, retain = self._backlog[0]
             try:
