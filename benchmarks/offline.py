@@ -23,7 +23,7 @@ from benchlib import BENCH_DIR, REPO_DIR, TOPIC_PREFIX, median, speed_payload, v
 METHODS = ("kalman", "polyfit", "difference")
 FLEET_VEHICLES = 1_000
 MEMORY_VEHICLES = 100_000
-PROCESS_READINGS = 1_000_000
+PROCESS_READINGS = 500_000
 BATCH_READINGS = 2_000_000
 
 

@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--qos", type=int, choices=(0, 1), default=0)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--offered", type=float, default=0.0, help="readings/s; 0 = flat out")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy")
     if py_spy is None:
@@ -71,7 +72,9 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
             try:
-                trial = run_trial(broker.port, daemon.pid, args.count, 1_000, args.qos)
+                trial = run_trial(
+                    broker.port, daemon.pid, args.count, 1_000, args.qos, args.offered
+                )
             finally:
                 spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
                 spy.wait(timeout=30)
@@ -81,7 +84,7 @@ def main() -> None:
         f"{trial.delivered} readings at {trial.readings_per_s:,.0f}/s, QoS {args.qos}; "
         f"daemon CPU {us:.1f} µs/reading; {total} samples (incl. idle waits)"
     )
-    busy = total - sum(c for f, c in own.items() if f.startswith(("select ", "epoll", "poll ")))
+    busy = total - sum(c for f, c in own.items() if ".select (" in f or f.startswith("select "))
     scale = us / busy if busy else 0.0
     print(f"\n{'self µs/reading':>16} {'incl µs/reading':>16}  function")
     for frame, count in own.most_common(args.top):

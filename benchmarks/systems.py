@@ -1,6 +1,7 @@
 """The systems under test, each started against a private broker and always stopped after.
 
-- echo: the bare gmqtt receive-and-republish (benchmarks/echo.py), the ceiling;
+- echo: the bare gmqtt receive-and-republish (benchmarks/echo.py), the ceiling (and its
+  variant with batched QoS 0 writes, `--client gmqtt-lean`);
 - kinestream: the daemon, `python -m kinestream run` from this checkout's src/;
 - nodered: Node-RED 4.1 running flow.json (mqtt in -> function -> mqtt out), headless.
 Each `start_*` is a context manager yielding the process whose CPU and RSS are measured, or
