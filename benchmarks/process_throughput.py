@@ -3,7 +3,8 @@
 Writes a recorded log (V vehicles driving the UDDS cycle at 1 Hz, staggered starts, the
 payload shape devices send: {"ts", "speed", "unit"}), then times, per method:
   parse   - reading the log and decoding every payload into columns (process's first half)
-  process - `kinestream.offline.process_inputs` end to end (log -> core -> summaries)
+  process - `kinestream.offline.process_inputs` end to end (log -> core -> summaries),
+            in one process, and with --jobs worker processes decoding parts of the log
 Medians of --repeats runs, by wall clock and per CPU second (process_time): on a shared,
 busy machine the second is the one that says what the code costs.
 Run by hand: PYTHONPATH=src python benchmarks/process_throughput.py [--readings N]
@@ -49,9 +50,9 @@ def parse_only(path: Path) -> int:
     return len(columns)
 
 
-def process(path: Path, method: Method) -> int:
+def process(path: Path, method: Method, jobs: int = 1) -> int:
     params = TrackerParams(estimator=EstimatorParams(method=method))
-    result = process_inputs([path], InputOptions(), params)
+    result = process_inputs([path], InputOptions(), params, jobs=jobs)
     return sum(s.readings + s.rejected + s.duplicates for s in result.summaries.values())
 
 
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--vehicles", type=int, default=1_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", default="difference,kalman,polyfit")
+    parser.add_argument("--jobs", type=int, default=2, help="also run kalman with this many")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fleet.jsonl"
@@ -89,6 +91,12 @@ def main() -> None:
             wall, cpu, count = median_rates(lambda m=method: process(path, m), args.repeats)
             assert count == written, (count, written)
             print(f"{'process ' + name:<22}{wall:>20,.0f}{cpu:>18,.0f}")
+        if args.jobs > 1:  # CPU seconds of the workers are not counted: wall is the figure
+            wall, _, count = median_rates(
+                lambda: process(path, Method.KALMAN, args.jobs), args.repeats
+            )
+            assert count == written, (count, written)
+            print(f"{f'process kalman -j{args.jobs}':<22}{wall:>20,.0f}{'-':>18}")
 
 
 if __name__ == "__main__":

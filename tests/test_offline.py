@@ -111,3 +111,27 @@ def test_engines_agree_on_a_vehicle_split_over_inputs(tmp_path):
     batch, _ = run(paths, "batch", Method.DIFFERENCE, options)
     assert list(batch.summaries) == ["same"]
     assert_close(batch.summaries["same"].to_json(), stream.summaries["same"].to_json(), "same")
+
+
+def test_parallel_decoding_reads_exactly_what_one_process_reads(tmp_path, monkeypatch):
+    """A log decoded in parts by worker processes gives the same records, rejections and
+    problems (with the same line numbers) as reading it in one process."""
+    import kinestream.offline as offline
+
+    path = messy_log(tmp_path / "messy.jsonl")
+    with path.open("a") as file:
+        file.write("not json\n")
+        file.write(json.dumps({"t": T0, "topic": "bad/topic", "payload": "1"}) + "\n")
+    monkeypatch.setattr(offline, "_PART_BYTES", 4096)  # many parts from a small log
+    serial, serial_records = run([path], "batch", Method.KALMAN)
+    records = []
+    parallel = process_inputs([path], on_kinematics=records.append, jobs=2)
+    assert parallel.problems == serial.problems
+    assert [p.line_number for p in parallel.problems] == [p.line_number for p in serial.problems]
+    assert len(serial.problems) == 2
+    assert_close(
+        {k: v.to_json() for k, v in parallel.summaries.items()},
+        {k: v.to_json() for k, v in serial.summaries.items()},
+        "summaries",
+    )
+    assert_close(records, serial_records, "kinematics")

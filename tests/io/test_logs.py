@@ -4,6 +4,7 @@ import base64
 import gzip
 import io
 import json
+from itertools import pairwise
 
 import pytest
 from hypothesis import given
@@ -145,3 +146,29 @@ def test_bytes_read_and_line_number_follow_the_iteration(tmp_path):
     assert [line for line, _ in seen] == [1, 2, 3]
     assert 0 < seen[0][1] <= seen[-1][1] == path.stat().st_size
     assert reader.bytes_read == path.stat().st_size
+
+
+def test_log_ranges_cover_the_file_in_whole_lines_with_their_numbers(tmp_path):
+    """Parts read one after another give exactly the whole log, with the same line numbers."""
+    from kinestream.io.logs import log_ranges
+
+    path = tmp_path / "log.jsonl"
+    lines = [json.dumps({"t": t, "topic": "vehicles/a/speed", "payload": "1"}) for t in range(50)]
+    lines[17] = "garbage"
+    path.write_text("\n".join(lines) + "\n")
+    whole = LogReader(path)
+    expected = list(whole)
+    ranges = log_ranges(path, chunk_bytes=300)
+    assert len(ranges) > 3
+    assert ranges[0].start == 0
+    assert ranges[-1].end == path.stat().st_size
+    assert all(a.end == b.start for a, b in pairwise(ranges))
+    got, bad = [], []
+    for part in ranges:
+        reader = LogReader(path, part)
+        got += list(reader)
+        bad += reader.bad_lines
+        assert reader.bytes_read == part.end
+    assert got == expected
+    assert bad == whole.bad_lines == [bad[0]]
+    assert bad[0].line_number == 18

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -72,6 +73,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the daemon's TOML configuration: tracker parameters, topic prefix, payload limit "
         "and max_future_s; KINESTREAM_* environment variables apply as for `run`",
     )  # fmt: skip
+    parser.add_argument(
+        "--jobs", type=_jobs, default=_default_jobs(), metavar="N",
+        help="worker processes decoding big uncompressed logs (default: the CPUs, up to 4)",
+    )  # fmt: skip
     add_input_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -120,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
                 params,
                 on_kinematics=write,
                 on_progress=progress.update if progress else None,
+                jobs=args.jobs,
             )
     except (OSError, EOFError) as error:  # a truncated or corrupt .gz, a failing disk
         where = getattr(error, "filename", None) or "input/output"
@@ -156,6 +162,16 @@ def input_options(args: argparse.Namespace, settings: Settings | None = None) ->
     if args.topic_prefix:
         options = replace(options, topic_prefix=args.topic_prefix)
     return options
+
+
+def _default_jobs() -> int:
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def _jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--jobs takes a whole number of at least 1, not {text!r}")
+    return int(text)
 
 
 def _unit(text: str) -> SpeedUnit:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -20,7 +21,7 @@ import msgspec
 
 from kinestream.core.records import RejectReason
 
-__all__ = ["BadLine", "LogReader", "LogWriter", "Message", "open_binary"]
+__all__ = ["BadLine", "LogRange", "LogReader", "LogWriter", "Message", "log_ranges", "open_binary"]
 
 # (t, topic, payload): one MQTT message as it was received.
 Message = tuple[float, str, bytes]
@@ -32,6 +33,31 @@ class BadLine(NamedTuple):
     line_number: int
     reason: RejectReason
     message: str
+
+
+class LogRange(NamedTuple):
+    """Whole lines of an uncompressed log: bytes ``start..end``, the first is ``first_line``."""
+
+    start: int
+    end: int
+    first_line: int
+
+
+def log_ranges(path: Path, chunk_bytes: int) -> list[LogRange]:
+    """Cut a log into runs of whole lines of about ``chunk_bytes`` each, to read in parallel.
+
+    One sequential pass (reading and counting newlines) so that every range knows its first
+    line number, and messages about its lines name the right line.
+    """
+    ranges: list[LogRange] = []
+    start, first_line = 0, 1
+    with path.open("rb") as file:
+        while block := file.read(chunk_bytes):
+            block += file.readline()  # finish the line the block cut through
+            ranges.append(LogRange(start, start + len(block), first_line))
+            start += len(block)
+            first_line += block.count(b"\n")
+    return ranges
 
 
 class _LogLine(msgspec.Struct, omit_defaults=True, gc=False):
@@ -58,15 +84,18 @@ class LogReader:
     """Iterate a recorded log as ``(t, topic, payload_bytes)``; bad lines go to ``bad_lines``.
 
     ``line_number`` (of the last message yielded) and ``bytes_read`` (uncompressed) follow
-    the iteration, for messages about a message and for a progress bar.
+    the iteration, for messages about a message and for a progress bar. With ``part`` (an
+    uncompressed log only) just that run of lines is read, numbered as in the whole file.
     """
 
-    def __init__(self, source: Path | IO[bytes]) -> None:
+    def __init__(self, source: Path | IO[bytes], part: LogRange | None = None) -> None:
         self._source = source
+        self._part = part
         self._file: IO[bytes] | None = None
+        self._offset = 0 if part is None else part.start
         self._bytes_at_end = 0
         self.bad_lines: list[BadLine] = []
-        self.line_number = 0
+        self.line_number = 0 if part is None else part.first_line - 1
 
     @property
     def bytes_read(self) -> int:
@@ -74,17 +103,17 @@ class LogReader:
         if self._file is None:
             return self._bytes_at_end
         try:
-            return self._file.tell()
+            return self._offset + self._file.tell()
         except (OSError, ValueError):  # an unseekable stream: no progress to show
             return 0
 
     def __iter__(self) -> Iterator[Message]:
         # The per-line cost of `process`: one generator frame, locals, the common line first.
         source = self._source
-        file = open_binary(source) if isinstance(source, Path) else source
+        file = self._open()
         self._file = file
         decode, bad_lines = _LINE_DECODER.decode, self.bad_lines
-        line_number = 0
+        line_number = self.line_number
         try:
             for line in file:
                 line_number += 1
@@ -108,6 +137,16 @@ class LogReader:
             self._file = None
             if file is not source:
                 file.close()
+
+    def _open(self) -> IO[bytes]:
+        source, part = self._source, self._part
+        if not isinstance(source, Path):
+            return source
+        if part is None:
+            return open_binary(source)
+        with source.open("rb") as file:
+            file.seek(part.start)
+            return io.BytesIO(file.read(part.end - part.start))
 
 
 def _unusual_line(
