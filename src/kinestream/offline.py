@@ -59,6 +59,8 @@ __all__ = [
     "Problem",
     "ProcessResult",
     "VehicleSummary",
+    "check_inputs",
+    "default_engine",
     "input_kind",
     "input_messages",
     "process_inputs",
