@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from benchlib import mosquitto_version, private_broker
+from benchlib import mosquitto_version, private_broker, rss_bytes
 from offline import offline_rows
 from pipeline import Summary, run_trial, settle
 from systems import (
@@ -38,7 +38,8 @@ from systems import (
 )
 
 VEHICLES = 1_000
-SECTIONS = ("ceiling", "kinestream", "latency", "qos1", "nodered", "offline")
+SECTIONS = ("ceiling", "kinestream", "latency", "qos1", "nodered", "memory", "offline")
+MEMORY_VEHICLES = 100_000
 
 
 @dataclass
@@ -125,6 +126,8 @@ def online_rows(plan: Plan, skip: set[str], report: Report) -> None:
         daemon_row(plan, 1, ceilings, report)
     if "nodered" not in skip:
         nodered_rows(plan, kinestream_max, report)
+    if "memory" not in skip:
+        daemon_memory_row(plan, report)
 
 
 def daemon_row(
@@ -181,6 +184,29 @@ def nodered_rows(plan: Plan, kinestream_max: float | None, report: Report) -> No
     )  # fmt: skip
     cpu, rss = summary.med("cpu_us_per_reading"), summary.med("rss_mb")
     report.add("Node-RED CPU per reading", f"{cpu:.1f} µs", f"RSS {rss:.0f} MB")
+
+
+def daemon_memory_row(plan: Plan, report: Report) -> None:
+    """The daemon's RSS growth from ready (no vehicle) to 100 000 vehicles tracked."""
+    readings_each = 1 if plan.runs == 1 else 2
+    name = f"daemon RSS per tracked vehicle ({MEMORY_VEHICLES:,} vehicles, {readings_each} each)"
+    count = MEMORY_VEHICLES * readings_each
+    try:
+        with private_broker() as broker, start_daemon(broker.port) as daemon:
+            before = rss_bytes(daemon.pid)
+            trial = run_trial(broker.port, daemon.pid, count, MEMORY_VEHICLES, 0)
+            after = rss_bytes(daemon.pid)
+    except UnavailableError as why:
+        report.add(name, f"not available: {why}")
+        return
+    per_vehicle = (after - before) / MEMORY_VEHICLES
+    report.add(
+        name,
+        f"{per_vehicle:,.0f} B",
+        f"RSS {before / 1e6:.0f} → {after / 1e6:.0f} MB, {trial.delivered:,} outputs",
+        "≤ 2 KB",
+        check(per_vehicle <= 2048),
+    )
 
 
 def versions() -> str:
