@@ -59,11 +59,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "process",
         help="process recorded logs (.jsonl) or CSV files offline",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run recorded logs or CSV files through the daemon's computation, offline. "
+            "-o OUT writes the kinematics records (JSON Lines, or CSV when OUT ends in .csv); "
+            "--summary prints one compact JSON object per vehicle. Lines and topics that "
+            "belong to no vehicle are counted on stderr with their line numbers."
+        ),
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help=".jsonl or .csv")
-    parser.add_argument("-o", "--output", type=Path, help="kinematics records: .jsonl or .csv")
+    parser.add_argument(
+        "-o", "--output", type=Path, metavar="OUT", help="kinematics records: .jsonl or .csv"
+    )
     parser.add_argument("--summary", action="store_true", help="one JSON object per vehicle")
     parser.add_argument(
         "--method", choices=[m.value for m in Method], help="default: from the config (kalman)"
