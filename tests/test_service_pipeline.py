@@ -102,6 +102,19 @@ def test_duplicate_is_counted_not_dead_lettered(harness):
     assert len(harness.on("vehicles/a/kinematics")) == 2
 
 
+def test_redelivered_old_reading_is_a_duplicate_not_a_dead_letter(harness):
+    """A reading the broker redelivers (DUP) after more readings than the duplicate memory
+    holds is counted as a duplicate; the same reading without DUP is dead-lettered as late."""
+    for i in range(40):
+        harness.send("a", T0 + i, 5.0)
+    old = orjson.dumps({"ts": T0 + 1, "speed": 5.0})
+    harness.pipeline.handle("vehicles/a/speed", old, T0 + 40, redelivered=True)
+    assert harness.metrics.readings["duplicate"] == 1
+    assert harness.on("kinestream/deadletter") == []
+    harness.pipeline.handle("vehicles/a/speed", old, T0 + 40)
+    assert [d["reason"] for d in harness.on("kinestream/deadletter")] == ["late"]
+
+
 def test_reading_from_the_future_is_rejected(harness):
     """A timestamp more than max_future_s after the receive time is dead-lettered."""
     harness.send("a", T0 + 11.0, 5.0, received_at=T0)

@@ -30,8 +30,10 @@ class DurableLog:
         self._future: asyncio.Future[None] | None = None
         self._scheduled = False
 
-    def append(self, received_at: float, topic: str, payload: bytes) -> None:
-        self.wal.append(received_at, topic, payload)
+    def append(
+        self, received_at: float, topic: str, payload: bytes, redelivered: bool = False
+    ) -> None:
+        self.wal.append(received_at, topic, payload, redelivered)
         if not self._scheduled:  # one write per loop pass, after every message of the pass
             self._scheduled = True
             self._loop.call_soon(self.flush)
@@ -111,7 +113,7 @@ def recover(
     pipeline.observe_latency = False
     try:
         for entry in entries:
-            pipeline.handle(entry.topic, entry.payload, entry.received_at)
+            pipeline.handle(entry.topic, entry.payload, entry.received_at, entry.redelivered)
     finally:
         pipeline.observe_latency = True
     if report.torn_bytes_dropped:

@@ -22,6 +22,7 @@ from kinestream.core.records import (
     Kinematics,
     Record,
     Rejection,
+    RejectReason,
     TripSummary,
 )
 from kinestream.core.units import SpeedUnit
@@ -66,8 +67,18 @@ class Pipeline:
         self.observe_latency = True  # off while replaying the log (old receive times)
 
     # Input ------------------------------------------------------------------------------
-    def handle(self, topic: str, payload: bytes, received_at: float) -> None:
-        """Process one message; never raises for any topic or payload."""
+    def handle(
+        self, topic: str, payload: bytes, received_at: float, redelivered: bool = False
+    ) -> None:
+        """Process one message; never raises for any topic or payload.
+
+        ``redelivered`` (MQTT DUP): the broker may have handed this message over before, e.g.
+        before a crash. Its readings at or before the commit point are then duplicates, even
+        beyond the tracker's memory of recent timestamps (where they would be ``late``), so
+        a crash never turns redeliveries into dead letters. (Mosquitto also sets DUP on
+        messages queued while the daemon was away; a truly late reading among those is
+        counted as a duplicate rather than dead-lettered: either way it changes nothing.)
+        """
         self.metrics.messages_received += 1
         vehicle_id = vehicle_id_from_topic(topic, self.prefix)
         if type(vehicle_id) is not str:
@@ -102,7 +113,7 @@ class Pipeline:
                 vehicle_id, 0.0
             ):
                 latest_ts[vehicle_id] = reading.ts
-            self.dispatch(records, topic, payload, received_at)
+            self.dispatch(records, topic, payload, received_at, redelivered)
 
     def tick(self, now_wall: float) -> None:
         """Tick vehicles whose deadline passed, then publish retained state that was held."""
@@ -117,7 +128,12 @@ class Pipeline:
 
     # Output -----------------------------------------------------------------------------
     def dispatch(
-        self, records: list[Record], topic: str | None, payload: bytes, received_at: float
+        self,
+        records: list[Record],
+        topic: str | None,
+        payload: bytes,
+        received_at: float,
+        redelivered: bool = False,
     ) -> None:
         metrics = self.metrics
         for record in records:
@@ -127,7 +143,10 @@ class Pipeline:
             elif kind is Duplicate:
                 metrics.readings["duplicate"] += 1
             elif kind is Rejection:
-                self.dead_letter(record, topic or "", payload, received_at)
+                if redelivered and record.reason is RejectReason.LATE:
+                    metrics.readings["duplicate"] += 1
+                else:
+                    self.dead_letter(record, topic or "", payload, received_at)
             elif kind is TripSummary:
                 self._send(self._topic(record.vehicle_id, "trips"), orjson.dumps(record), "trip")
             elif kind is HarshEvent:

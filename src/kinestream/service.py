@@ -100,11 +100,13 @@ class Service:
         return 0
 
     # Hot path ---------------------------------------------------------------------------
-    def _on_message(self, topic: str, payload: bytes, qos: int) -> Awaitable[object] | None:
+    def _on_message(
+        self, topic: str, payload: bytes, qos: int, redelivered: bool
+    ) -> Awaitable[object] | None:
         received_at = time.time()
-        self.durable.append(received_at, topic, payload)
+        self.durable.append(received_at, topic, payload, redelivered)
         try:
-            self.pipeline.handle(topic, payload, received_at)
+            self.pipeline.handle(topic, payload, received_at, redelivered)
         except Exception:  # a bug must not stop the daemon; the message stays in the log
             log.exception("internal error processing a message on %r", topic)
         return self.durable.durable() if qos else None

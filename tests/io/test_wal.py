@@ -21,6 +21,7 @@ entries_strategy = st.lists(
         received_at=st.floats(allow_nan=False, allow_infinity=False),
         topic=st.text(max_size=40),
         payload=st.binary(max_size=200),
+        redelivered=st.booleans(),
     ),
     max_size=30,
 )
@@ -30,7 +31,9 @@ entries_strategy = st.lists(
 @settings(max_examples=200, deadline=None)
 def test_records_round_trip(entries):
     """Any topic text and payload bytes decode to exactly what was encoded, in order."""
-    data = b"".join(encode_record(e.received_at, e.topic, e.payload) for e in entries)
+    data = b"".join(
+        encode_record(e.received_at, e.topic, e.payload, e.redelivered) for e in entries
+    )
     decoded, intact = decode_records(data)
     assert decoded == entries
     assert intact == len(data)
@@ -40,7 +43,7 @@ def test_records_round_trip(entries):
 @settings(max_examples=200, deadline=None)
 def test_any_truncation_keeps_every_whole_record(entries, data):
     """Cutting the log anywhere (a killed writer) loses only the record that was cut."""
-    records = [encode_record(e.received_at, e.topic, e.payload) for e in entries]
+    records = [encode_record(e.received_at, e.topic, e.payload, e.redelivered) for e in entries]
     blob = b"".join(records)
     cut = data.draw(st.integers(min_value=0, max_value=len(blob) - 1))
     decoded, intact = decode_records(blob[:cut])

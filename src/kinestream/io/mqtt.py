@@ -40,8 +40,9 @@ from kinestream.config import MqttSettings
 
 log = logging.getLogger(__name__)
 
-# handler(topic, payload, qos, received_at) -> None or an awaitable "durable" signal.
-MessageHandler = Callable[[str, bytes, int], Awaitable[object] | None]
+# handler(topic, payload, qos, redelivered) -> None or an awaitable "durable" signal.
+# ``redelivered``: the broker set DUP (it may have sent this message before).
+MessageHandler = Callable[[str, bytes, int, bool], Awaitable[object] | None]
 CONNECT_TIMEOUT_S = 10.0
 BACKLOG_LIMIT = 100_000
 SUCCESS = 0
@@ -197,13 +198,13 @@ class MqttLink:
     ) -> int:
         if type(topic) is not str:  # gmqtt passes bytes when the topic is not UTF-8
             topic = bytes(topic).decode("utf-8", "replace")
-        self._handler(topic, payload, qos)
+        self._handler(topic, payload, qos, False)  # QoS 0 is never a redelivery
         return SUCCESS
 
-    def _on_qos1(self, mid: int, payload: bytes, topic: str, _properties: object) -> None:
+    def _on_qos1(self, mid: int, payload: bytes, topic: str, properties: dict[str, Any]) -> None:
         if type(topic) is not str:
             topic = bytes(topic).decode("utf-8", "replace")
-        durable = self._handler(topic, payload, 1)
+        durable = self._handler(topic, payload, 1, bool(properties.get("dup")))
         connection = self._client._connection
         if durable is None:
             connection.send_package(PUBACK_SUCCESS + _MID.pack(mid))
@@ -224,11 +225,11 @@ class MqttLink:
         connection.send_package(b"".join(PUBACK_SUCCESS + _MID.pack(mid) for mid in mids))
 
     async def _on_message(
-        self, _client: object, topic: str, payload: bytes, qos: int, _properties: object
+        self, _client: object, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
     ) -> int:
         if type(topic) is not str:  # gmqtt passes bytes when the topic is not UTF-8
             topic = bytes(topic).decode("utf-8", "replace")
-        durable = self._handler(topic, payload, qos)
+        durable = self._handler(topic, payload, qos, bool(properties.get("dup")))
         if durable is not None:
             await durable  # the PUBACK goes out after this returns
         return SUCCESS

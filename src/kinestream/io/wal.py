@@ -10,7 +10,10 @@ Layout: numbered segment files ``wal-000000000001.log`` in one directory. A chec
 to a new segment and records its number; every older segment is then covered by the
 checkpoint and deleted. Record format (little endian)::
 
-    u32 body_length | u32 crc32(body) | body = f64 received_at | u16 topic_length | topic | payload
+    u32 body_length | u32 crc32(body) |
+    body = f64 received_at | u16 topic_length | u8 flags | topic | payload
+
+``flags`` bit 0: the broker marked the message as a redelivery (MQTT DUP).
 
 A process killed mid-write can leave a torn last record: ``replay`` detects it by length or CRC,
 drops it and truncates the segment there.
@@ -28,7 +31,8 @@ from pathlib import Path
 from kinestream.config import WalFsync
 
 _HEADER = struct.Struct("<II")
-_BODY_HEAD = struct.Struct("<dH")
+_BODY_HEAD = struct.Struct("<dHB")
+_REDELIVERED = 0x01
 _SEGMENT_PREFIX = "wal-"
 _SEGMENT_SUFFIX = ".log"
 MAX_TOPIC_BYTES = 65535
@@ -39,6 +43,7 @@ class WalEntry:
     received_at: float
     topic: str
     payload: bytes
+    redelivered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +66,12 @@ def list_generations(directory: Path) -> list[int]:
     return sorted(found)
 
 
-def encode_record(received_at: float, topic: str, payload: bytes) -> bytes:
+def encode_record(
+    received_at: float, topic: str, payload: bytes, redelivered: bool = False
+) -> bytes:
     topic_bytes = topic.encode("utf-8", "surrogateescape")[:MAX_TOPIC_BYTES]
-    body = _BODY_HEAD.pack(received_at, len(topic_bytes)) + topic_bytes + payload
+    flags = _REDELIVERED if redelivered else 0
+    body = _BODY_HEAD.pack(received_at, len(topic_bytes), flags) + topic_bytes + payload
     return _HEADER.pack(len(body), zlib.crc32(body)) + body
 
 
@@ -78,12 +86,13 @@ def decode_records(data: bytes) -> tuple[list[WalEntry], int]:
         body = data[start : start + length]
         if len(body) < max(length, _BODY_HEAD.size) or zlib.crc32(body) != crc:
             break
-        received_at, topic_length = _BODY_HEAD.unpack_from(body)
+        received_at, topic_length, flags = _BODY_HEAD.unpack_from(body)
         topic_end = _BODY_HEAD.size + topic_length
         if topic_end > length:
             break
         topic = body[_BODY_HEAD.size : topic_end].decode("utf-8", "surrogateescape")
-        entries.append(WalEntry(received_at, topic, bytes(body[topic_end:])))
+        redelivered = bool(flags & _REDELIVERED)
+        entries.append(WalEntry(received_at, topic, bytes(body[topic_end:]), redelivered))
         offset = start + length
     return entries, offset
 
@@ -103,8 +112,10 @@ class WriteAheadLog:
         self.covered_bytes = 0  # in older segments not yet deleted
 
     # Hot path -------------------------------------------------------------------------
-    def append(self, received_at: float, topic: str, payload: bytes) -> None:
-        self._buffer += encode_record(received_at, topic, payload)
+    def append(
+        self, received_at: float, topic: str, payload: bytes, redelivered: bool = False
+    ) -> None:
+        self._buffer += encode_record(received_at, topic, payload, redelivered)
 
     @property
     def pending(self) -> bool:
