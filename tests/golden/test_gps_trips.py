@@ -11,8 +11,9 @@ Survey conventions checked against the data (see tests/data/README.md):
   counted as nothing (kinestream: beyond max_gap_s = 120 s) therefore adds 0 m either way,
   and a difference across a gap is 0, so neither convention moves the figures.
 - Units are converted exactly: 1 mph = 0.44704 m/s, 1 ft = 0.3048 m. The survey's
-  accelerations differ from exact conversion by ~2.3e-7 relative (a rounded constant on
-  their side), ~5e-7 m/s², far inside the 1e-3 m/s² tolerance.
+  accelerations are the speed differences times 1.466667 ft/s per mph (22/15 rounded to six
+  decimals: +2.27e-7 relative, reproduced to 1e-9 from the speed_mph column), so they exceed
+  the exact conversion by ~5e-7 m/s², far inside the 1e-3 m/s² tolerance.
 """
 
 import csv
