@@ -159,6 +159,51 @@ class StateSettings(_Section):
     idle_evict_s: Positive = 3600.0
 
 
+class NatsSettings(_Section):
+    """``run --transport nats``: partitioned workers on JetStream (docs/scaling.md)."""
+
+    # One or more servers of the cluster, comma-separated. Flag: --nats-url.
+    url: str = "nats://localhost:4222"
+    # Must equal N in the server's partition(N,1) mapping. Flag: --partitions.
+    partitions: int = Field(default=8, ge=1, le=1024)
+    # Partitioned subjects: {subject_prefix}.{n}.{topic prefix}.{vehicle_id}.speed
+    subject_prefix: str = "kinestream.p"
+    stream: str = "KINESTREAM"
+    stream_max_age_s: Positive = 86400.0
+    replicas: int = Field(default=1, ge=1, le=5)
+    state_bucket: str = "kinestream-state"
+    lease_bucket: str = "kinestream-leases"
+    lease_ttl_s: Annotated[float, Field(ge=1.0, le=600.0)] = 3.0
+    # Unique per worker process; default kinestream-<hostname>-<pid>. Flag: --worker-id.
+    worker_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    fetch_timeout_s: Annotated[float, Field(ge=0.05, le=60.0)] = 1.0
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _subject_tokens(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", value):
+            raise ValueError(f"{value!r} is not a plain NATS subject prefix (no wildcards)")
+        return value
+
+    @field_validator("stream")
+    @classmethod
+    def _stream_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+            raise ValueError(f"{value!r} is not a valid stream name")
+        return value
+
+    @field_validator("state_bucket", "lease_bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+            raise ValueError(f"{value!r} is not a valid KV bucket name")
+        return value
+
+    def urls(self) -> list[str]:
+        return [part.strip() for part in self.url.split(",") if part.strip()]
+
+
 _TRACKER_DEFAULTS = TrackerParams()
 _ESTIMATOR_DEFAULTS = EstimatorParams()
 
@@ -227,6 +272,9 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     state: StateSettings = StateSettings()
     tracker: TrackerSettings = TrackerSettings()
+    # mqtt: the single daemon; nats: a partitioned worker (docs/scaling.md). Flag: --transport.
+    transport: Literal["mqtt", "nats"] = "mqtt"
+    nats: NatsSettings = NatsSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @classmethod

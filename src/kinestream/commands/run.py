@@ -19,6 +19,9 @@ FLAG_KEYS: dict[str, tuple[str, str]] = {
     "state_dir": ("state", "dir"),
     "method": ("tracker", "method"),
     "default_unit": ("tracker", "default_unit"),
+    "nats_url": ("nats", "url"),
+    "partitions": ("nats", "partitions"),
+    "worker_id": ("nats", "worker_id"),
 }
 
 
@@ -39,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--metrics-port", metavar="N", help="Prometheus port (default: 9108)")
     parser.add_argument("--method", help="kalman | polyfit | difference (default: kalman)")
     parser.add_argument("--default-unit", help="unit of payloads without one (default: m/s)")
+    parser.add_argument(
+        "--transport", choices=("mqtt", "nats"), help="mqtt (default) or nats: a partitioned worker"
+    )
+    parser.add_argument("--nats-url", metavar="URL", help="nats://host:4222[,nats://...]")
+    parser.add_argument("--partitions", metavar="N", help="partitions in the server mapping")
+    parser.add_argument("--worker-id", help="NATS worker id (default: kinestream-<host>-<pid>)")
     parser.set_defaults(handler=run)
 
 
@@ -53,6 +62,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         value = getattr(args, attribute, None)
         if value is not None:
             overrides.setdefault(section, {})[key] = value
+    transport = getattr(args, "transport", None)
+    if transport is not None:  # the one top-level key with a flag
+        overrides["transport"] = transport  # type: ignore[assignment]
     return load_settings(args.config, overrides)
 
 
@@ -65,7 +77,12 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(settings: Settings) -> int:
     from kinestream.service import Service, install_signal_handlers
 
-    service = Service(settings)
+    if settings.transport == "nats":
+        from kinestream.nats_service import NatsService
+
+        service: Service | NatsService = NatsService(settings)
+    else:
+        service = Service(settings)
     install_signal_handlers(service)
     return await service.run()
 

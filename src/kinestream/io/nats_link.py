@@ -1,0 +1,253 @@
+"""The only module that knows the NATS client library (nats-py): connection, JetStream, KV.
+
+Everything here is a thin, typed wrapper so that the worker (``nats_service``) and the leases
+(``leases``) read as plain logic: a KV write that lost a revision race returns ``None`` rather
+than raising, a fetch that found nothing returns ``[]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Bucket", "Delivery", "NatsLink", "PartitionConsumer"]
+
+ACK_WAIT_S = 300.0  # redelivery within one owner is never relied upon (see scaling.md)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message from a partition: what the worker needs, and the handle to acknowledge."""
+
+    subject: str
+    payload: bytes
+    stream_seq: int
+    stored_at: float  # server time the stream stored it (epoch seconds)
+    msg: Msg
+
+
+class Bucket:
+    """A KV bucket with revision-checked writes that report a lost race as ``None``."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def get(self, key: str) -> tuple[bytes, int] | None:
+        try:
+            entry = await self._kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        return (entry.value or b""), int(entry.revision or 0)
+
+    async def put(self, key: str, value: bytes) -> int:
+        return int(await self._kv.put(key, value))
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        """Write only if the key does not exist (or was deleted); ``None`` if it exists."""
+        try:
+            return int(await self._kv.create(key, value))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None
+
+    async def update(self, key: str, value: bytes, revision: int) -> int | None:
+        """Write only if ``revision`` is still the latest; ``None`` if someone wrote since."""
+        try:
+            return int(await self._kv.update(key, value, last=revision))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None
+
+    async def delete(self, key: str, revision: int | None = None) -> bool:
+        try:
+            return bool(await self._kv.delete(key, last=revision))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+
+    async def items(self, prefix: str) -> dict[str, bytes]:
+        """Live keys starting with ``prefix`` and their values (deleted ones left out)."""
+        found: dict[str, bytes] = {}
+        watcher = await self._kv.watch(f"{prefix}>", ignore_deletes=True)
+        try:
+            async for entry in watcher:
+                if entry is None:  # the initial values are all delivered
+                    break
+                found[entry.key] = entry.value or b""
+        finally:
+            await watcher.stop()
+        return found
+
+
+class PartitionConsumer:
+    """A pull subscription on one partition's durable consumer."""
+
+    def __init__(self, subscription: JetStreamContext.PullSubscription, name: str) -> None:
+        self._sub = subscription
+        self.name = name
+
+    async def fetch(self, batch: int, timeout_s: float) -> list[Delivery]:
+        try:
+            messages = await self._sub.fetch(batch, timeout=timeout_s)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        deliveries = []
+        for msg in messages:
+            meta = msg.metadata
+            deliveries.append(
+                Delivery(
+                    msg.subject, msg.data, meta.sequence.stream, meta.timestamp.timestamp(), msg
+                )
+            )
+        return deliveries
+
+    async def close(self) -> None:
+        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):  # gone already
+            await self._sub.unsubscribe()
+
+
+class NatsLink:
+    def __init__(self, urls: list[str], name: str) -> None:
+        self.urls = urls
+        self.name = name
+        self.nc: Client | None = None
+        self.js: JetStreamContext | None = None
+
+    async def connect(self) -> None:
+        # Reconnect forever: a cluster node going away must not end the worker.
+        self.nc = await nats.connect(
+            servers=self.urls,
+            name=self.name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            allow_reconnect=True,
+        )
+        self.js = self.nc.jetstream()
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    async def ensure_stream(
+        self, name: str, subjects: list[str], replicas: int, max_age_s: float
+    ) -> None:
+        """Create the stream, or leave an existing one as it is (the first worker wins)."""
+        assert self.js is not None
+        config = StreamConfig(
+            name=name,
+            subjects=subjects,
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            max_age=max_age_s,
+        )
+        try:
+            await self.js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:  # another worker created it meanwhile
+                await self.js.stream_info(name)
+
+    async def bucket(
+        self, name: str, ttl_s: float | None, replicas: int, memory: bool = False
+    ) -> Bucket:
+        assert self.js is not None
+        try:
+            return Bucket(await self.js.key_value(name))
+        except nats.js.errors.BucketNotFoundError:
+            pass
+        config = KeyValueConfig(
+            bucket=name,
+            history=1,
+            ttl=ttl_s,
+            replicas=replicas,
+            storage=StorageType.MEMORY if memory else StorageType.FILE,
+        )
+        try:
+            return Bucket(await self.js.create_key_value(config))
+        except nats.js.errors.BadRequestError:
+            return Bucket(await self.js.key_value(name))
+
+    async def take_over_partition(
+        self, stream: str, subject_filter: str, name_prefix: str, name: str, max_ack_pending: int
+    ) -> PartitionConsumer:
+        """Replace the partition's consumers by one named ``name`` starting after their ack floor.
+
+        The old consumer may hold messages a dead owner fetched and never acknowledged; reading
+        its floor and starting a new one right after it redelivers them at once and in order,
+        where waiting for ``ack_wait`` would deliver newer messages first.
+        """
+        assert self.js is not None
+        start_seq = 0
+        for info in await self.js.consumers_info(stream):
+            if not info.name.startswith(name_prefix):
+                continue
+            floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+            configured = int(info.config.opt_start_seq or 0)
+            start_seq = max(start_seq, floor + 1, configured)
+            if info.name != name:
+                await self._delete_consumer(stream, info.name)
+        with_start: Mapping[str, object] = (
+            {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start_seq}
+            if start_seq > 1
+            else {"deliver_policy": DeliverPolicy.ALL}
+        )
+        config = ConsumerConfig(
+            durable_name=name,
+            filter_subject=subject_filter,
+            ack_policy=AckPolicy.ALL,
+            ack_wait=ACK_WAIT_S,
+            max_ack_pending=max_ack_pending,
+            **with_start,  # type: ignore[arg-type]
+        )
+        try:
+            await self.js.add_consumer(stream, config)
+        except nats.js.errors.BadRequestError:
+            await self.js.consumer_info(stream, name)  # ours from before: keep it; else raise
+        subscription = await self.js.pull_subscribe_bind(durable=name, stream=stream)
+        return PartitionConsumer(subscription, name)
+
+    async def _delete_consumer(self, stream: str, name: str) -> None:
+        assert self.js is not None
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.delete_consumer(stream, name)
+
+    async def publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        assert self.nc is not None
+        await self.nc.publish(subject, body, headers=headers)
+
+    async def flush(self, timeout_s: float = 10.0) -> None:
+        assert self.nc is not None
+        await self.nc.flush(timeout=timeout_s)
+
+    async def close(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except (TimeoutError, nats.errors.Error):
+                await self.nc.close()
+
+
+async def ack_all(delivery: Delivery) -> None:
+    """Acknowledge ``delivery`` and, by the consumer's AckAll policy, everything before it."""
+    await delivery.msg.ack()

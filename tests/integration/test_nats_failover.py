@@ -1,0 +1,129 @@
+"""`kinestream run --transport nats`: partitioned workers on a real nats-server (docs/scaling.md).
+
+The server runs the shipped config/nats/nats-server.conf (JetStream, the MQTT listener, the
+partition mapping) on free loopback ports; readings enter through MQTT exactly as devices send
+them (`kinestream replay` at QoS 1); expected figures come from `kinestream process` on the same
+log, never from the workers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+import pytest
+
+from kinestream.io.logs import LogWriter
+from tests.integration.helpers import SRC, synthetic_fleet, wait_until
+from tests.integration.nats_helpers import (
+    NatsObserver,
+    NatsServer,
+    Output,
+    Worker,
+    start_nats_server,
+)
+
+pytestmark = pytest.mark.integration
+
+T0 = time.time() - 86400.0  # yesterday: old event times are fine
+ENV = {**os.environ, "PYTHONPATH": str(SRC)}
+LEASES = "kinestream-leases"
+
+
+def kinestream(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "kinestream", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=ENV, check=False)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A nats-server of the test's own, plus lists of workers and observers, all stopped after."""
+    made: dict[str, list] = {"workers": [], "observers": []}
+
+    def server(partitions: int) -> NatsServer:
+        started = start_nats_server(tmp_path, partitions)
+        made.setdefault("servers", []).append(started)
+        return started
+
+    made["server"] = server  # type: ignore[assignment]
+    yield made
+    for worker in made["workers"]:
+        worker.kill()
+    for observer in made["observers"]:
+        observer.close()
+    for started in made.get("servers", []):
+        started.close()
+
+
+def write_fleet_log(path: Path, vehicles: int, readings: int) -> int:
+    messages = synthetic_fleet(vehicles, readings, T0)
+    with LogWriter(path) as writer:
+        for index, (topic, payload) in enumerate(messages):
+            # recorded receive time: just after the reading's ts (1 Hz, interleaved by vehicle)
+            writer.append_message(T0 + index // vehicles + 0.1, topic, payload)
+    return len(messages)
+
+
+def offline_summary(log: Path) -> dict[str, dict]:
+    result = kinestream("process", str(log), "--summary")
+    assert result.returncode == 0, result.stderr
+    return {s["vehicle_id"]: s for s in map(orjson.loads, result.stdout.splitlines())}
+
+
+def offline_kinematics(log: Path, tmp_path: Path) -> dict[str, dict[float, float]]:
+    """Per vehicle, distance_m at each kinematics ts from `kinestream process -o`."""
+    out = tmp_path / "offline.jsonl"
+    result = kinestream("process", str(log), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    table: dict[str, dict[float, float]] = defaultdict(dict)
+    for line in out.read_bytes().splitlines():
+        record = orjson.loads(line)
+        table[record["vehicle_id"]][record["ts"]] = record["distance_m"]
+    return table
+
+
+def kinematics_of(outputs: list[Output]) -> list[tuple[Output, dict]]:
+    return [(o, orjson.loads(o.body)) for o in outputs if o.subject.endswith(".kinematics")]
+
+
+def final_distances(observer: NatsObserver) -> dict[str, float]:
+    latest: dict[str, dict] = {}
+    for _output, record in kinematics_of(observer.snapshot()):
+        known = latest.get(record["vehicle_id"])
+        if known is None or record["ts"] >= known["ts"]:
+            latest[record["vehicle_id"]] = record
+    return {v: r["distance_m"] for v, r in latest.items()}
+
+
+def owners(observer: NatsObserver) -> dict[str, str]:
+    return {k: v.decode() for k, v in observer.kv_items(LEASES, "partitions.").items()}
+
+
+def test_single_worker_round_trip_matches_offline_process(cluster, tmp_path):
+    """One worker owning every partition: readings replayed through NATS's MQTT listener give
+    final odometers equal to `kinestream process` on the same log, and SIGTERM exits 0 after
+    giving the leases back."""
+    partitions = 4
+    server = cluster["server"](partitions)
+    log = tmp_path / "fleet.jsonl"
+    write_fleet_log(log, vehicles=6, readings=300)
+    expected = {v: s["distance_m"] for v, s in offline_summary(log).items()}
+    observer = NatsObserver(server.url, ["vehicles.*.kinematics"])
+    cluster["observers"].append(observer)
+    worker = Worker(server, "solo", partitions, tmp_path)
+    cluster["workers"].append(worker)
+    wait_until(lambda: len(owners(observer)) == partitions, "the worker owning every partition")
+    replayed = kinestream("replay", str(log), "--broker", server.mqtt_url, "--max-rate")
+    assert replayed.returncode == 0, replayed.stderr
+    wait_until(
+        lambda: final_distances(observer) == pytest.approx(expected, rel=1e-9),
+        "final odometers equal to the offline process result",
+    )
+    assert worker.terminate() == 0, worker.log()
+    assert owners(observer) == {}, "leases given back on shutdown"
+    assert all(distance > 1000.0 for distance in expected.values())
