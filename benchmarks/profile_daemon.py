@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--qos", type=int, choices=(0, 1), default=0)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--vehicles", type=int, default=1_000)
     parser.add_argument("--offered", type=float, default=0.0, help="readings/s; 0 = flat out")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy")
@@ -73,7 +74,7 @@ def main() -> None:
             )
             try:
                 trial = run_trial(
-                    broker.port, daemon.pid, args.count, 1_000, args.qos, args.offered
+                    broker.port, daemon.pid, args.count, args.vehicles, args.qos, args.offered
                 )
             finally:
                 spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
