@@ -108,6 +108,11 @@ class BatchResult:
         )
 
 
+def _take(values: np.ndarray, positions: IntArray) -> np.ndarray:
+    """``values[positions]`` for sorted unique positions; no copy when they are all of them."""
+    return values if positions.shape[0] == values.shape[0] else values[positions]
+
+
 def _optional(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
@@ -253,14 +258,16 @@ class _Job:
             & (speed <= p.max_speed_mps)
         )
         positions = np.flatnonzero(valid)
-        codes, valid_ts = self.codes[positions], ts[positions]
+        codes, valid_ts = _take(self.codes, positions), _take(ts, positions)
         same_vehicle = codes[1:] == codes[:-1]
         disorder = same_vehicle & ~(valid_ts[1:] > valid_ts[:-1])
         self.to_stream[codes[1:][disorder]] = True
-        keep = ~self.to_stream[codes]
         if p.reorder_bound_s > 0.0 and not self.finish:
-            keep &= ~self._still_held(codes, valid_ts, same_vehicle)
-        return positions[keep]
+            held = self._still_held(codes, valid_ts, same_vehicle)
+            return positions[~self.to_stream[codes] & ~held]
+        if not self.to_stream.any():
+            return positions
+        return positions[~self.to_stream[codes]]
 
     def _still_held(self, codes: IntArray, ts: FloatArray, same_vehicle: BoolArray) -> BoolArray:
         """Without ``finish`` the reorder buffer still holds what is within B of the newest."""
@@ -314,10 +321,10 @@ class _Job:
 
     def _plan(self, positions: IntArray) -> _Plan:
         p = self.p
-        ts = self.ts[positions]
-        raw = self.raw_speed[positions]
+        ts = _take(self.ts, positions)
+        raw = _take(self.raw_speed, positions)
         speed = np.where(raw < 0.0, 0.0, raw)
-        codes = self.codes[positions]
+        codes = _take(self.codes, positions)
         vehicle_start = np.ones(ts.shape[0], dtype=bool)
         vehicle_start[1:] = codes[1:] != codes[:-1]
         dt_s = np.empty_like(ts)
@@ -364,7 +371,7 @@ class _Job:
         closed = np.asarray([r is not None for r in spans.end_reason], dtype=bool)
         harsh = seg.segment_harsh(block, spans.end[closed], self.finish, p)
         trip_distance, trip_bridged = self._trip_distances(spans, increment, bridged)
-        codes = self.codes[plan.pos]
+        codes = _take(self.codes, plan.pos)
         trip_ids = [
             f"{self.names[codes[s]]}-{round(float(ts[s]) * 1000.0)}" for s in spans.start.tolist()
         ]
@@ -373,7 +380,7 @@ class _Job:
             plan, spans, trip_ids, trip_distance, trip_bridged, harsh, block
         )
         columns = {
-            "index": self.order[plan.pos],
+            "index": _take(self.order, plan.pos),
             "vehicle": codes,
             "ts": ts,
             "speed_mps": speed,
@@ -383,7 +390,7 @@ class _Job:
             "distance_m": distance,
             "trip_distance_m": trip_distance,
             "trip": spans.of_reading,
-            "clamped": self.raw_speed[plan.pos] < 0.0,
+            "clamped": _take(self.raw_speed, plan.pos) < 0.0,
             "bridged_gap": bridged,
         }
         trip_vehicle = codes[spans.start].tolist()
@@ -450,12 +457,12 @@ class _Job:
         n_trips = len(trip_ids)
         if not n_trips:
             return []
-        inside = np.flatnonzero(spans.of_reading >= 0)
-        starts = np.searchsorted(inside, spans.start)
-        speed, accel = plan.speed_mps[inside], plan.acceleration_mps2[inside]
-        max_speed = np.maximum.reduceat(speed, starts)
-        max_accel = np.fmax.reduceat(accel, starts)
-        min_accel = np.fmin.reduceat(accel, starts)
+        # reduceat over [start, end) pairs: the even slots are the trips, the odd ones between.
+        bounds = np.column_stack([spans.start, spans.end]).ravel()
+        bounds = bounds[:-1] if bounds[-1] == plan.ts.shape[0] else bounds
+        max_speed = np.maximum.reduceat(plan.speed_mps, bounds)[::2]
+        max_accel = np.fmax.reduceat(plan.acceleration_mps2, bounds)[::2]
+        min_accel = np.fmin.reduceat(plan.acceleration_mps2, bounds)[::2]
         stops = self._resumed_rests(spans, block, n_trips)
         event_trip = spans.of_reading[harsh.last]
         counted = event_trip >= 0
