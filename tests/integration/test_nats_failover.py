@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from kinestream.io.logs import LogWriter
-from tests.integration.helpers import SRC, synthetic_fleet, wait_until
+from tests.integration.helpers import SRC, WAIT_S, synthetic_fleet, wait_until
 from tests.integration.nats_helpers import (
     NatsObserver,
     NatsServer,
@@ -127,3 +127,79 @@ def test_single_worker_round_trip_matches_offline_process(cluster, tmp_path):
     assert worker.terminate() == 0, worker.log()
     assert owners(observer) == {}, "leases given back on shutdown"
     assert all(distance > 1000.0 for distance in expected.values())
+
+
+def worker_runs(outputs: list[tuple[Output, dict]]) -> dict[str, list[str]]:
+    """Per vehicle, the workers that published its kinematics, one entry per uninterrupted run
+    (in the order the observer received them)."""
+    runs: dict[str, list[str]] = defaultdict(list)
+    for output, record in outputs:
+        worker_list = runs[record["vehicle_id"]]
+        if not worker_list or worker_list[-1] != output.worker:
+            worker_list.append(str(output.worker))
+    return runs
+
+
+def test_three_workers_one_killed_midway_loses_and_doubles_nothing(cluster, tmp_path):
+    """Three workers share the partitions; one is killed with SIGKILL mid-stream. The others
+    take its partitions over from the KV state and the unacknowledged messages: every final
+    odometer equals `kinestream process` (≤ 0.01 %), every published distance equals the
+    offline one at the same ts (nothing counted twice, nothing skipped), every reading is
+    processed, and each vehicle's kinematics came from one worker at a time."""
+    partitions, vehicles, readings = 6, 12, 1500
+    server = cluster["server"](partitions)
+    log = tmp_path / "fleet.jsonl"
+    total = write_fleet_log(log, vehicles=vehicles, readings=readings)
+    expected = {v: s["distance_m"] for v, s in offline_summary(log).items()}
+    expected_rows = offline_kinematics(log, tmp_path)
+    assert sum(len(rows) for rows in expected_rows.values()) == total
+    observer = NatsObserver(server.url, ["vehicles.*.kinematics"])
+    cluster["observers"].append(observer)
+    workers = [Worker(server, f"w{i}", partitions, tmp_path) for i in range(3)]
+    cluster["workers"].extend(workers)
+    wait_until(
+        lambda: len(owners(observer)) == partitions and len(set(owners(observer).values())) == 3,
+        "three workers sharing every partition",
+    )
+    victim = workers[0]
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "kinestream", "replay", str(log), "--broker", server.mqtt_url,
+         "--max-rate"],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: sum(o.worker == victim.worker_id for o in observer.snapshot()) > 200,
+            "the victim processing readings",
+        )
+        victim.kill()
+        seen_at_kill = len(observer.snapshot())
+        _out, err = replay.communicate(timeout=WAIT_S * 2)
+    finally:
+        if replay.poll() is None:
+            replay.kill()
+    assert replay.returncode == 0, err
+    assert seen_at_kill < total, "the kill came after every reading was processed"
+    wait_until(
+        lambda: final_distances(observer) == pytest.approx(expected, rel=1e-4),
+        "final odometers equal to the offline process result",
+        timeout_s=WAIT_S * 2,
+    )
+    published = kinematics_of(observer.snapshot())
+    seen = {(record["vehicle_id"], record["ts"]) for _o, record in published}
+    assert seen == {(v, ts) for v, rows in expected_rows.items() for ts in rows}
+    for _output, record in published:
+        offline = expected_rows[record["vehicle_id"]][record["ts"]]
+        assert record["distance_m"] == pytest.approx(offline, rel=1e-9, abs=1e-6), record
+    runs = worker_runs(published)
+    for vehicle, run in runs.items():
+        assert len(run) == len(set(run)), f"{vehicle} went back to a worker: {run}"
+    moved = [v for v, run in runs.items() if run[0] == victim.worker_id]
+    assert moved and all(len(runs[v]) == 2 for v in moved), runs
+    assert victim.worker_id not in owners(observer).values()
+    for worker in workers[1:]:
+        assert worker.terminate() == 0, worker.log()
+    print(
+        f"failover: {len(published)} kinematics for {total} readings "
+        f"({len(published) - total} republished after the kill), {len(moved)} vehicles moved"
+    )
