@@ -191,7 +191,7 @@ def test_evicted_state_survives_a_checkpoint_round_trip(tmp_path):
     h.send("a", T0 + 1, 10.0)
     h.send("b", T0 + 2, 10.0)  # evicts a
     rows = h.book.take_dirty()
-    h.store.save(rows, wal_generation=1)
+    h.store.save([row.stored() for row in rows], wal_generation=1)
     h.book.saved(rows, ok=True)
     fresh = Harness(tmp_path, max_vehicles=10)
     fresh.send("a", T0 + 2, 10.0)

@@ -11,14 +11,18 @@ the log segments it covers. ``recover`` restores the last checkpoint and replays
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from kinestream.io.metrics import Metrics
 from kinestream.io.state_store import StateStore
 from kinestream.io.wal import ReplayReport, WriteAheadLog
 from kinestream.pipeline import Pipeline
-from kinestream.vehicles import VehicleBook
+from kinestream.vehicles import Snapshot, VehicleBook
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,36 @@ class DurableLog:
             future.set_result(None)
 
 
+def in_daemon_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    """Run ``function`` in a daemon thread; await its result.
+
+    Not the default executor: interpreter exit joins those threads, so a checkpoint still
+    writing when the shutdown deadline passes would hold the exit. A daemon thread is simply
+    abandoned; SQLite rolls its unfinished transaction back and the log keeps everything.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(error: BaseException | None, result: Any) -> None:
+        if future.done():  # cancelled by a timeout
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = function(*args), None
+        except BaseException as raised:
+            result, error = None, raised
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, error, result)
+
+    threading.Thread(target=work, name="kinestream-checkpoint", daemon=True).start()
+    return future
+
+
 class Checkpointer:
     def __init__(
         self, durable: DurableLog, store: StateStore, book: VehicleBook, metrics: Metrics
@@ -68,6 +102,13 @@ class Checkpointer:
         self.book = book
         self.metrics = metrics
         self._lock = asyncio.Lock()
+        self.in_flight = False  # a writer thread may still use the store
+
+    def _write(self, rows: list[Snapshot], generation: int) -> None:
+        try:
+            self.store.save([row.stored() for row in rows], generation)
+        finally:
+            self.in_flight = False
 
     async def checkpoint(self) -> bool:
         """Save every vehicle changed since the last checkpoint; True when it was committed."""
@@ -78,7 +119,8 @@ class Checkpointer:
             generation = self.durable.wal.open_next()
             rows = self.book.take_dirty()
             try:
-                await asyncio.to_thread(self.store.save, rows, generation)
+                self.in_flight = True
+                await in_daemon_thread(self._write, rows, generation)
             except Exception:
                 log.exception("checkpoint failed; keeping the log, retrying next time")
                 self.book.saved(rows, ok=False)

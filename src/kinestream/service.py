@@ -96,7 +96,8 @@ class Service:
             if server is not None:
                 await asyncio.to_thread(server.shutdown)
                 server.server_close()
-            self.store.close()
+            if not self.checkpointer.in_flight:  # else the writer thread still uses it
+                self.store.close()
         return 0
 
     # Hot path ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import orjson
 
@@ -23,6 +24,27 @@ from kinestream.core.records import Kinematics
 from kinestream.io.state_store import StateStore, StoredVehicle
 
 EVICT_BATCH_FRACTION = 0.01  # over capacity, evict this share at once (amortises the scan)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A vehicle's saved state before its last record is turned into JSON.
+
+    Taken in the event loop (the tracker state must be read between two messages); the JSON
+    of the record is made later, in the checkpoint's writer thread (``stored``).
+    """
+
+    vehicle_id: str
+    state: bytes
+    last_record: Kinematics | bytes | None
+    last_ts: float | None
+    received_at: float | None
+
+    def stored(self) -> StoredVehicle:
+        record = self.last_record
+        if record is not None and type(record) is not bytes:
+            record = orjson.dumps(record)
+        return StoredVehicle(self.vehicle_id, self.state, record, self.last_ts, self.received_at)
 
 
 class VehicleBook:
@@ -42,8 +64,8 @@ class VehicleBook:
         self.touched: set[str] = set()  # since the last tick: deadlines to recompute
         self.dirty: set[str] = set()  # since the last checkpoint: state to save
         self.due_at: dict[str, float] = {}  # wall time at which the core wants a tick
-        self.evicted: dict[str, StoredVehicle] = {}  # evicted since the last checkpoint
-        self.saving: dict[str, StoredVehicle] = {}  # in a checkpoint being written
+        self.evicted: dict[str, Snapshot] = {}  # evicted since the last checkpoint
+        self.saving: dict[str, Snapshot] = {}  # in a checkpoint being written
         self.evictions = 0
 
     def __len__(self) -> int:
@@ -63,7 +85,7 @@ class VehicleBook:
             self.restore(stored)
         self.arrived[vehicle_id] = now_wall
 
-    def restore(self, stored: StoredVehicle) -> None:
+    def restore(self, stored: StoredVehicle | Snapshot) -> None:
         vehicle_id = stored.vehicle_id
         self.fleet.import_state(vehicle_id, stored.state)
         self.arrived[vehicle_id] = stored.received_at or 0.0
@@ -88,7 +110,7 @@ class VehicleBook:
 
     def evict(self, vehicle_id: str) -> None:
         """Move a vehicle's state out of memory; the next checkpoint writes it."""
-        self.evicted[vehicle_id] = self.stored(vehicle_id, self.fleet.evict(vehicle_id))
+        self.evicted[vehicle_id] = self.snapshot(vehicle_id, self.fleet.evict(vehicle_id))
         del self.arrived[vehicle_id]
         self.latest_ts.pop(vehicle_id, None)
         self.last_kinematics.pop(vehicle_id, None)
@@ -106,25 +128,26 @@ class VehicleBook:
             return record
         return orjson.dumps(record)
 
-    def stored(self, vehicle_id: str, state: bytes) -> StoredVehicle:
-        return StoredVehicle(
+    def snapshot(self, vehicle_id: str, state: bytes) -> Snapshot:
+        return Snapshot(
             vehicle_id,
             state,
-            self.last_record_json(vehicle_id),
+            self.last_kinematics.get(vehicle_id),
             self.latest_ts.get(vehicle_id),
             self.arrived.get(vehicle_id),
         )
 
-    def take_dirty(self) -> list[StoredVehicle]:
+    def take_dirty(self) -> list[Snapshot]:
         """Snapshot everything changed since the last checkpoint (call between messages)."""
-        rows = [self.stored(vid, self.fleet.export_state(vid)) for vid in self.dirty]
+        export = self.fleet.export_state
+        rows = [self.snapshot(vid, export(vid)) for vid in self.dirty]
         rows.extend(self.evicted.values())
         self.saving = {row.vehicle_id: row for row in rows}
         self.dirty = set()
         self.evicted = {}
         return rows
 
-    def saved(self, rows: Iterable[StoredVehicle], ok: bool) -> None:
+    def saved(self, rows: Iterable[Snapshot], ok: bool) -> None:
         """After a checkpoint: forget the snapshot, or mark it dirty again if the write failed."""
         if not ok:
             for row in rows:
