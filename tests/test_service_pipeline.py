@@ -202,3 +202,16 @@ def test_dead_letter_body_survives_surrogates():
     """Even a topic with lone surrogates yields valid JSON for the dead letter."""
     body = orjson.loads(dead_letter_body("a/\udcff", b"x", "invalid_topic", "m", 1.0))
     assert body["reason"] == "invalid_topic"
+
+
+def test_reorder_bound_releases_in_order_and_ticks_flush_the_rest(tmp_path):
+    """With a reorder bound, out-of-order readings come out in event-time order; a silent
+    vehicle's held readings are released by ticks (its clock keeps running on wall time)."""
+    h = Harness(tmp_path, reorder_bound_s=2.0)
+    for ts in (T0, T0 + 2, T0 + 1, T0 + 3):
+        h.send("a", ts, 10.0, received_at=T0 + 3)
+    released = [k["ts"] for k in h.on("vehicles/a/kinematics")]
+    assert released == sorted(released)
+    assert len(released) < 4  # the newest are still held
+    h.pipeline.tick(T0 + 3 + 5.0)  # 5 s of silence: event time passes every held reading
+    assert [k["ts"] for k in h.on("vehicles/a/kinematics")] == [T0, T0 + 1, T0 + 2, T0 + 3]
