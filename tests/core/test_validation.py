@@ -55,3 +55,19 @@ def test_not_future_allows_up_to_the_bound():
 def test_relative_times_pass_when_the_floor_is_lowered():
     """Offline inputs with seconds-from-zero timestamps pass with min_timestamp_s lowered."""
     assert check_reading(Reading("v", 0.0, 1.0), TrackerParams(min_timestamp_s=-math.inf)) is None
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"duplicate_memory": 0},
+        {"reorder_bound_s": -1.0},
+        {"min_gap_s": 200.0},
+        {"trip_stop_speed_mps": 3.0},
+        {"harsh_exit_fraction": 1.5},
+    ],
+)
+def test_impossible_params_are_refused_with_the_values(overrides):
+    """TrackerParams refuses settings the tracker cannot honour, naming the value."""
+    with pytest.raises(ValueError, match=str(next(iter(overrides.values())))):
+        TrackerParams(**overrides)

@@ -58,3 +58,26 @@ class TrackerParams:
     harsh_braking_g: float = 0.38
     harsh_min_duration_s: float = 0.5
     harsh_exit_fraction: float = 0.8  # hysteresis: an event ends below this share of the threshold
+
+    def __post_init__(self) -> None:
+        """Refuse combinations the tracker cannot honour, naming the values."""
+        problems = []
+        if self.duplicate_memory < 1:
+            problems.append(f"duplicate_memory must be at least 1, got {self.duplicate_memory}")
+        if not self.reorder_bound_s >= 0.0:
+            problems.append(f"reorder_bound_s must be >= 0, got {self.reorder_bound_s}")
+        if not 0.0 <= self.min_gap_s <= self.max_gap_s:
+            problems.append(
+                f"need 0 <= min_gap_s <= max_gap_s, got {self.min_gap_s} and {self.max_gap_s}"
+            )
+        if not self.trip_stop_speed_mps <= self.trip_start_speed_mps:
+            problems.append(
+                f"trip_stop_speed_mps {self.trip_stop_speed_mps} is above "
+                f"trip_start_speed_mps {self.trip_start_speed_mps}"
+            )
+        if not 0.0 < self.harsh_exit_fraction <= 1.0:
+            problems.append(
+                f"harsh_exit_fraction must be in (0, 1], got {self.harsh_exit_fraction}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))

@@ -21,6 +21,7 @@ class Prepared:
     min_speed_mps: float
     max_speed_mps: float
     reorder_bound_s: float
+    duplicate_memory: int
     min_gap_s: float
     max_gap_s: float
     max_accel_mps2: float
@@ -47,6 +48,7 @@ def prepare(params: TrackerParams) -> Prepared:
         min_speed_mps=max(params.min_speed_mps, -_LARGEST),
         max_speed_mps=min(params.max_speed_mps, _LARGEST),
         reorder_bound_s=params.reorder_bound_s,
+        duplicate_memory=params.duplicate_memory,
         min_gap_s=params.min_gap_s,
         max_gap_s=params.max_gap_s,
         max_accel_mps2=params.max_accel_mps2,

@@ -229,7 +229,7 @@ class Tracker:
         cursor = int(slots[DUP_CURSOR])
         slots[DUP_RING + cursor] = ts
         cursor += 1
-        slots[DUP_CURSOR] = 0.0 if DUP_RING + cursor == len(slots) else cursor
+        slots[DUP_CURSOR] = 0.0 if cursor == p.duplicate_memory else cursor
         trip_id = self._trip_id
         out.append(
             make_kinematics(

@@ -81,8 +81,13 @@ def step(  # noqa: PLR0917 (hot path: positional is cheaper)
 ) -> bool:
     """Apply one committed reading; True when it starts a trip."""
     state = int(slots[TRIP_STATE])
-    next_state, action = _TABLE[state * 3 + speed_class(speed_mps, p)]
-    slots[TRIP_STATE] = next_state
+    if speed_mps > p.trip_start_speed_mps:  # speed_class, inlined: this runs per reading
+        cls = FAST
+    else:
+        cls = SLOW if speed_mps < p.trip_stop_speed_mps else CRUISE
+    next_state, action = _TABLE[state * 3 + cls]
+    if next_state != state:
+        slots[TRIP_STATE] = next_state
     if action is START:
         _open(slots, ts, speed_mps, accel_mps2)
         return True
