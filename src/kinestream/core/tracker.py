@@ -19,7 +19,6 @@ from operator import attrgetter
 
 from kinestream.core import codec, harsh, layout, trips
 from kinestream.core.estimators import AccelerationEstimator, Prediction, make_estimator
-from kinestream.core.integrator import compensated
 from kinestream.core.layout import (
     DUP_CURSOR,
     DUP_RING,
@@ -29,6 +28,7 @@ from kinestream.core.layout import (
     MAX_SEEN_TS,
     ODO_COMP,
     ODO_SUM,
+    TRIP_COMP,
     TRIP_START_TS,
     TRIP_STATE,
     TRIP_SUM,
@@ -183,20 +183,19 @@ class Tracker:
         estimator = self._estimator
         if continuing:
             prediction = estimator.predict(ts)
-            if prediction is not None and abs(speed - prediction.speed_mps) > (
-                p.max_accel_mps2 * dt_s
-                + p.step_allowance_mps
-                + p.step_sigmas * prediction.sigma_mps
-            ):
-                out.append(self._step_rejection(reading, prediction, dt_s))
-                return
+            if prediction is not None:
+                predicted_mps, sigma_mps = prediction  # unpacking beats two attribute reads
+                if abs(speed - predicted_mps) > (
+                    p.max_accel_mps2 * dt_s + p.step_allowance_mps + p.step_sigmas * sigma_mps
+                ):
+                    out.append(self._step_rejection(reading, prediction, dt_s))
+                    return
             if slots[TRIP_STATE] == trips.STOPPED:  # the only deadline a short step meets
                 self._expire(ts, out)
         else:
             self._expire(ts, out)
             estimator.restart()
-        estimate = estimator.update(ts, speed)
-        accel = estimate.acceleration_mps2
+        accel, sigma, jerk = estimator.update(ts, speed)
         last_speed = slots[LAST_SPEED]
         increment_m = 0.0
         bridged = False
@@ -237,11 +236,11 @@ class Tracker:
                 ts,
                 speed,
                 accel,
-                estimate.acceleration_sigma_mps2,
-                estimate.jerk_mps3,
+                sigma,
+                jerk,
                 slots[ODO_SUM] + slots[ODO_COMP],
                 trip_id,
-                None if trip_id is None else compensated(slots, TRIP_SUM),
+                None if trip_id is None else slots[TRIP_SUM] + slots[TRIP_COMP],
                 flags,
             )
         )
