@@ -26,6 +26,7 @@ from kinestream.pipeline import Pipeline
 from kinestream.vehicles import VehicleBook
 from tests.integration.helpers import Daemon, Observer, publish_reliably, wait_online, wait_until
 
+pytestmark = pytest.mark.integration
 NOW = time.time()
 REASONS = {reason.value for reason in RejectReason}
 

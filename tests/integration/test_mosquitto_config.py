@@ -10,6 +10,7 @@ import pytest
 
 from kinestream.io.broker import find_mosquitto, free_port, mqtt_handshake_ok
 
+pytestmark = pytest.mark.integration
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "mosquitto" / "mosquitto.conf"
 
 
