@@ -21,11 +21,13 @@ from collections.abc import Awaitable, Callable
 from kinestream.config import Settings, WalFsync
 from kinestream.core.fleet import Fleet
 from kinestream.durability import Checkpointer, DurableLog, recover
+from kinestream.errors import KinestreamError
 from kinestream.io import metrics as metrics_http
 from kinestream.io.metrics import Metrics
 from kinestream.io.mqtt import MqttLink
 from kinestream.io.state_store import (
     WAL_DIR_NAME,
+    StateDirLockedError,
     StateStore,
     lock_state_dir,
     release_state_dir,
@@ -51,13 +53,18 @@ class Service:
 
     async def run(self) -> int:
         state_dir = self.settings.state.dir
-        lock = lock_state_dir(state_dir)
+        try:
+            lock = lock_state_dir(state_dir)
+        except StateDirLockedError:
+            raise
+        except OSError as error:
+            raise KinestreamError(f"state directory {str(state_dir)!r}: {error}") from None
         try:
             return await self._run_locked()
         finally:
             release_state_dir(lock)
 
-    async def _run_locked(self) -> int:
+    def _build(self) -> None:
         s = self.settings
         self.store = StateStore(s.state.dir)
         self.wal = WriteAheadLog(s.state.dir / WAL_DIR_NAME, s.state.wal_fsync)
@@ -79,17 +86,16 @@ class Service:
         )
         self.durable = DurableLog(self.wal)
         self.checkpointer = Checkpointer(self.durable, self.store, self.book, self.metrics)
-        server = self._serve_metrics()
+
+    async def _run_locked(self) -> int:
+        self._build()
+        server = None
         try:
+            server = self._serve_metrics()
             _restored, report = recover(self.store, self.wal, self.book, self.pipeline, time.time())
             self.metrics.wal_replayed_messages = report.entries
             await self.checkpointer.checkpoint()  # covers the replayed log; opens a segment
-            self._start(self.link.connect_and_supervise(), "mqtt")
-            self._start(self._every(s.tracker.tick_interval_s, self._tick), "tick")
-            self._start(self._every(s.state.checkpoint_interval_s, self._checkpoint), "checkpoint")
-            self._start(self._every(EVICT_EVERY_S, self._evict), "evict")
-            if s.state.wal_fsync is WalFsync.INTERVAL:
-                self._start(self._every(s.state.wal_fsync_interval_s, self._fsync), "fsync")
+            self._start_timers()
             await self.stopping.wait()
             await self._shutdown()
         finally:
@@ -99,6 +105,15 @@ class Service:
             if not self.checkpointer.in_flight:  # else the writer thread still uses it
                 self.store.close()
         return 0
+
+    def _start_timers(self) -> None:
+        s = self.settings
+        self._start(self.link.connect_and_supervise(), "mqtt")
+        self._start(self._every(s.tracker.tick_interval_s, self._tick), "tick")
+        self._start(self._every(s.state.checkpoint_interval_s, self._checkpoint), "checkpoint")
+        self._start(self._every(EVICT_EVERY_S, self._evict), "evict")
+        if s.state.wal_fsync is WalFsync.INTERVAL:
+            self._start(self._every(s.state.wal_fsync_interval_s, self._fsync), "fsync")
 
     # Hot path ---------------------------------------------------------------------------
     def _on_message(
@@ -161,7 +176,13 @@ class Service:
         m = self.settings.metrics
         if not m.enabled:
             return None
-        server = metrics_http.serve(self.metrics, m.bind, m.port)
+        try:
+            server = metrics_http.serve(self.metrics, m.bind, m.port)
+        except OSError as error:
+            raise KinestreamError(
+                f"cannot serve metrics on {m.bind}:{m.port}: {error.strerror or error} "
+                "(choose another with --metrics-port or metrics.port)"
+            ) from None
         log.info("metrics on http://%s:%d/metrics", m.bind, server.server_address[1])
         return server
 
