@@ -40,7 +40,7 @@ def test_invalid_readings_are_counted_and_explained():
 
 
 def test_duplicates_are_counted():
-    """A repeated timestamp is a duplicate (the vehicle goes through the streaming path)."""
+    """A repeated timestamp is a duplicate: counted, no row, nothing else changes."""
     result = process_batch("v", [T0, T0 + 1, T0 + 1, T0 + 2], [1.0, 1.0, 1.0, 1.0], params())
     assert result.duplicates.tolist() == [1] and len(result) == 3
 
@@ -58,3 +58,11 @@ def test_empty_input():
     """No readings: no rows, no vehicles."""
     result = process_batch([], [], [], params())
     assert len(result) == 0 and result.vehicle_ids == [] and result.trips == []
+
+
+def test_late_reading_is_rejected_with_the_commit_point():
+    """Out of order with bound 0: the older reading is LATE, named against the commit point."""
+    result = process_batch("v", [T0, T0 + 2, T0 + 1, T0 + 3], [1.0, 1.0, 1.0, 1.0], params())
+    assert result.ts.tolist() == [T0, T0 + 2, T0 + 3]
+    (late,) = result.rejections
+    assert late.reason.value == "late" and f"last committed {T0 + 2!r}" in late.message

@@ -18,6 +18,7 @@ construction, and rare.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,13 @@ from kinestream.core.records import (
 )
 from kinestream.core.tracker import BRIDGED_GAP_FLAG, Tracker
 from kinestream.core.units import STANDARD_GRAVITY_MPS2
-from kinestream.core.validation import CLAMPED_FLAG, check_reading, step_bound_mps, step_rejection
+from kinestream.core.validation import (
+    CLAMPED_FLAG,
+    check_reading,
+    late_rejection,
+    step_bound_mps,
+    step_rejection,
+)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -235,6 +242,8 @@ class _Job:
         self.ts = ts[self.order]
         self.raw_speed = np.asarray(speed_mps, dtype=np.float64)[self.order]
         self.to_stream = np.zeros(len(names), dtype=bool)
+        self.disordered = np.zeros(len(names), dtype=bool)
+        self.final_candidates = np.empty(0, dtype=np.intp)
         self.step_rejections: dict[int, list[tuple[int, Rejection]]] = {}
         self.stream_records: dict[int, list[object]] = {}
 
@@ -261,7 +270,10 @@ class _Job:
         codes, valid_ts = _take(self.codes, positions), _take(ts, positions)
         same_vehicle = codes[1:] == codes[:-1]
         disorder = same_vehicle & ~(valid_ts[1:] > valid_ts[:-1])
-        self.to_stream[codes[1:][disorder]] = True
+        if p.reorder_bound_s > 0.0:  # reordering within the bound: the stream does it
+            self.to_stream[codes[1:][disorder]] = True
+        else:  # duplicates and late readings: the commit rule, vectorised (_commit_order)
+            self.disordered[codes[1:][disorder]] = True
         if p.reorder_bound_s > 0.0 and not self.finish:
             held = self._still_held(codes, valid_ts, same_vehicle)
             return positions[~self.to_stream[codes] & ~held]
@@ -279,33 +291,91 @@ class _Job:
 
     def _step_fixpoint(self, candidates: IntArray) -> _Plan:
         """Drop step violations one per vehicle per round, as the stream meets them."""
-        plan = self._plan(candidates)
+        self.final_candidates = candidates
+        plan = self._committed_plan(candidates)
         if not plan.violation.any():
             return plan
         violating = np.unique(self.codes[plan.pos[plan.violation]])
         subset = candidates[np.isin(self.codes[candidates], violating)]
         removed: list[IntArray] = []
         for _ in range(MAX_STEP_ITERATIONS):
-            sub_plan = self._plan(subset)
+            sub_plan = self._committed_plan(subset)
             at = np.flatnonzero(sub_plan.violation)
             if not len(at):
                 break
-            _, first_of_vehicle = np.unique(self.codes[subset[at]], return_index=True)
+            _, first_of_vehicle = np.unique(self.codes[sub_plan.pos[at]], return_index=True)
             firsts = at[first_of_vehicle]
             for k in firsts:
                 self._record_step_rejection(sub_plan, int(k))
-            removed.append(subset[firsts])
-            subset = np.delete(subset, firsts)
+            gone = sub_plan.pos[firsts]
+            removed.append(gone)
+            subset = subset[~np.isin(subset, gone)]
         else:
-            sub_plan = self._plan(subset)
-            stubborn = np.unique(self.codes[subset[sub_plan.violation]])
+            sub_plan = self._committed_plan(subset)
+            stubborn = np.unique(self.codes[sub_plan.pos[sub_plan.violation]])
             self.to_stream[stubborn] = True
             for code in stubborn:
                 self.step_rejections.pop(int(code), None)
         keep = ~self.to_stream[self.codes[candidates]]
         if removed:
             keep &= ~np.isin(candidates, np.concatenate(removed))
-        return self._plan(candidates[keep])
+        self.final_candidates = candidates[keep]
+        return self._committed_plan(self.final_candidates)
+
+    def _committed_plan(self, candidates: IntArray) -> _Plan:
+        return self._plan(self._commit_order(candidates)[0])
+
+    def _commit_order(self, candidates: IntArray) -> tuple[IntArray, IntArray, IntArray]:
+        """Reorder bound 0: a reading commits when it is after every one committed before it.
+
+        Only vehicles whose readings arrive out of order need the check; for them, the
+        running maximum of candidate times is the commit point (a reading that does not
+        commit is no later than it). Returns the committed positions and, for those that do
+        not commit, their positions and the commit point each met.
+        """
+        none = np.empty(0, dtype=np.intp)
+        if not self.disordered.any():
+            return candidates, none, np.empty(0)
+        codes = self.codes[candidates]
+        if not self.disordered[codes].any():
+            return candidates, none, np.empty(0)
+        ts = self.ts[candidates]
+        commits = np.ones(candidates.shape[0], dtype=bool)
+        commit_point = np.full(candidates.shape[0], -np.inf)
+        bounds = np.flatnonzero(np.diff(codes)) + 1
+        for start, end in itertools.pairwise([0, *bounds.tolist(), codes.shape[0]]):
+            if self.disordered[codes[start]]:
+                running = np.maximum.accumulate(ts[start:end])
+                commit_point[start + 1 : end] = running[:-1]
+                commits[start:end] = ts[start:end] > commit_point[start:end]
+        return candidates[commits], candidates[~commits], commit_point[~commits]
+
+    def _order_verdicts(self) -> dict[int, list[tuple[int, Rejection | None]]]:
+        """Per vehicle: (position, LATE rejection) or (position, None) for a duplicate."""
+        committed, refused, commit_point = self._commit_order(self.final_candidates)
+        verdicts: dict[int, list[tuple[int, Rejection | None]]] = {}
+        if not len(refused):
+            return verdicts
+        # The last duplicate_memory commits before each refused reading (same vehicle: they
+        # are contiguous just before it in grouped order) hold the duplicate ring's times.
+        memory = self.params.duplicate_memory
+        before = np.searchsorted(committed, refused)[:, np.newaxis] - np.arange(1, memory + 1)
+        in_range = before >= 0
+        ring = committed[np.where(in_range, before, 0)]
+        codes = self.codes[refused]
+        in_ring = in_range & (self.codes[ring] == codes[:, np.newaxis])
+        duplicate = np.any(in_ring & (self.ts[ring] == self.ts[refused][:, np.newaxis]), axis=1)
+        for k, position in enumerate(refused.tolist()):
+            code = int(codes[k])
+            if duplicate[k]:
+                verdicts.setdefault(code, []).append((position, None))
+                continue
+            reading = Reading(
+                self.names[code], float(self.ts[position]), float(self.raw_speed[position])
+            )
+            rejection = late_rejection(reading, float(commit_point[k]), self.p.reorder_bound_s)
+            verdicts.setdefault(code, []).append((position, rejection))
+        return verdicts
 
     def _record_step_rejection(self, plan: _Plan, k: int) -> None:
         position = int(plan.pos[k])
@@ -620,6 +690,9 @@ class _Job:
             assert rejection is not None
             by_vehicle.setdefault(code, []).append((position, rejection))
         duplicates = np.zeros(len(self.names), dtype=np.int64)
+        for code, items in self._order_verdicts().items():
+            duplicates[code] = sum(r is None for _, r in items)
+            by_vehicle.setdefault(code, []).extend((k, r) for k, r in items if r is not None)
         for code, records in self.stream_records.items():
             duplicates[code] = sum(isinstance(r, Duplicate) for r in records)
             by_vehicle[code] = [(k, r) for k, r in enumerate(records) if isinstance(r, Rejection)]
