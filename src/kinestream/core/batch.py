@@ -5,15 +5,16 @@
 property tests in ``tests/core/test_batch_properties.py`` hold it to 1e-9; in practice the
 numbers are bit-identical: same operations in the same order, Neumaier sums included).
 
-How: validation is one vectorised comparison; a vehicle whose valid readings arrive in
-strictly increasing event time (the normal case) has no duplicates, nothing late and nothing
-to reorder, so its committed readings are known up to the physics step check. That check
-depends on the estimator's prediction, so it runs as a fixpoint: run the estimator over the
-candidates, drop the first violation of each vehicle, rerun those vehicles (rarely more than
-once on real data). Distance, trips and harsh events are then vectorised segmentations
-(``batch_segments.py``). A vehicle whose readings arrive out of order, with duplicates, or
-that keeps violating the step check, goes through the streaming ``Tracker`` itself: exact by
-construction, and rare.
+How: validation is one vectorised comparison. With reorder bound 0 a reading commits when it
+is later than every reading committed before it (the running maximum of the vehicle's
+candidate times, vectorised); one that does not is a duplicate if its time is among the last
+``duplicate_memory`` commits, else late. The physics step check depends on the estimator's
+prediction, so it runs as a fixpoint: run the estimator over the committed readings, drop the
+first violation of each vehicle, rerun those vehicles (rarely more than once on real data).
+Distance, trips and harsh events are then vectorised segmentations (``batch_segments.py``),
+and the Neumaier sums are bit-identical to the stream's (``integrator.compensated_cumsum``).
+A vehicle whose readings need reordering within a bound B > 0, or that keeps violating the
+step check, goes through the streaming ``Tracker`` itself: exact by construction, and rare.
 """
 
 from __future__ import annotations
