@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import orjson
 
@@ -116,15 +116,24 @@ class Pipeline:
             self.dispatch(records, topic, payload, received_at, redelivered)
 
     def tick(self, now_wall: float) -> None:
-        """Tick vehicles whose deadline passed, then publish retained state that was held."""
+        """Tick vehicles whose deadline passed, then publish retained state that was held.
+
+        All at once; the service does the same in slices (``tick_vehicles``, ``flush_state``
+        on parts) so that no single callback holds the event loop for long.
+        """
         book = self.book
         book.refresh_deadlines()
-        for vehicle_id, now_ts in book.due(now_wall):
+        self.tick_vehicles(book.due(now_wall), now_wall)
+        book.refresh_deadlines()
+        self.flush_state(now_wall)
+
+    def tick_vehicles(self, due: Iterable[tuple[str, float]], now_wall: float) -> None:
+        """``Fleet.tick`` each (vehicle, event time) and publish what it closes or releases."""
+        book = self.book
+        for vehicle_id, now_ts in due:
             self.dispatch(self.fleet.tick(vehicle_id, now_ts), None, b"", now_wall)
             book.touched.add(vehicle_id)
             book.dirty.add(vehicle_id)
-        book.refresh_deadlines()
-        self.flush_state(now_wall)
 
     # Output -----------------------------------------------------------------------------
     def dispatch(
@@ -174,13 +183,15 @@ class Pipeline:
         else:
             book.pending_state.add(vehicle_id)
 
-    def flush_state(self, now_wall: float) -> None:
+    def flush_state(self, now_wall: float, vehicle_ids: Iterable[str] | None = None) -> None:
         """Publish held-back retained state whose throttle interval has passed."""
         book = self.book
+        pending = book.pending_state
         ready = [
             vid
-            for vid in book.pending_state
-            if now_wall - book.state_published_at.get(vid, 0.0) >= self.state_interval_s
+            for vid in (list(pending) if vehicle_ids is None else vehicle_ids)
+            if vid in pending
+            and now_wall - book.state_published_at.get(vid, 0.0) >= self.state_interval_s
         ]
         for vehicle_id in ready:
             book.pending_state.discard(vehicle_id)

@@ -158,21 +158,33 @@ class VehicleBook:
         self.saving = {}
 
     # Ticks ------------------------------------------------------------------------------
-    def refresh_deadlines(self) -> None:
-        """Recompute tick deadlines of vehicles that changed; convert event to wall time."""
+    def take_touched(self) -> list[str]:
+        """Vehicles changed since the last call, whose deadlines need recomputing."""
+        touched, self.touched = self.touched, set()
+        return list(touched)
+
+    def refresh_deadlines(self, vehicle_ids: Iterable[str] | None = None) -> None:
+        """Recompute tick deadlines (all touched vehicles by default) as wall times."""
         fleet = self.fleet
-        for vehicle_id in self.touched:
-            deadline_ts = fleet.next_deadline(vehicle_id)
+        for vehicle_id in self.take_touched() if vehicle_ids is None else vehicle_ids:
             latest = self.latest_ts.get(vehicle_id)
-            if deadline_ts is None or latest is None:
+            deadline_ts = None if latest is None else fleet.next_deadline(vehicle_id)
+            if deadline_ts is None or latest is None:  # idle, or evicted meanwhile
                 self.due_at.pop(vehicle_id, None)
             else:
                 self.due_at[vehicle_id] = self.arrived[vehicle_id] + (deadline_ts - latest)
-        self.touched = set()
 
-    def due(self, now_wall: float) -> list[tuple[str, float]]:
-        """Vehicles whose deadline has come, with the event time to tick them to."""
-        ready = [vid for vid, due_at in self.due_at.items() if due_at <= now_wall]
+    def due(
+        self, now_wall: float, candidates: Iterable[tuple[str, float]] | None = None
+    ) -> list[tuple[str, float]]:
+        """Vehicles whose deadline has come, with the event time to tick them to.
+
+        ``candidates``: a slice of an earlier copy of ``due_at`` (the service scans it in
+        slices between messages, so each is checked against the current deadline).
+        """
+        due_at = self.due_at
+        items = due_at.items() if candidates is None else candidates
+        ready = [vid for vid, _ in items if due_at.get(vid, now_wall + 1.0) <= now_wall]
         return [(vid, self.event_now(vid, now_wall)) for vid in ready]
 
     def event_now(self, vehicle_id: str, now_wall: float) -> float:
