@@ -2,12 +2,15 @@
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kinestream.config import load_settings
 from kinestream.core.fleet import Fleet
+from kinestream.core.records import Kinematics
 from kinestream.io.metrics import Metrics
 from kinestream.io.state_store import StateStore
-from kinestream.pipeline import Pipeline, dead_letter_body
+from kinestream.pipeline import Pipeline, dead_letter_body, kinematics_json
 from kinestream.vehicles import VehicleBook
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -215,3 +218,27 @@ def test_reorder_bound_releases_in_order_and_ticks_flush_the_rest(tmp_path):
     assert len(released) < 4  # the newest are still held
     h.pipeline.tick(T0 + 3 + 5.0)  # 5 s of silence: event time passes every held reading
     assert [k["ts"] for k in h.on("vehicles/a/kinematics")] == [T0, T0 + 1, T0 + 2, T0 + 3]
+
+
+optional_float = st.none() | st.floats(allow_nan=True, allow_infinity=True)
+
+
+@given(
+    st.builds(
+        Kinematics,
+        vehicle_id=st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True),
+        ts=st.floats(allow_nan=False),
+        speed_mps=st.floats(allow_nan=False),
+        acceleration_mps2=optional_float,
+        acceleration_sigma_mps2=optional_float,
+        jerk_mps3=optional_float,
+        distance_m=st.floats(allow_nan=False),
+        trip_id=st.none() | st.text(max_size=10),
+        trip_distance_m=optional_float,
+        flags=st.lists(st.sampled_from(["clamped", "receive_time", "bridged_gap"])).map(tuple),
+    )
+)
+def test_fast_kinematics_json_equals_the_dataclass_serialisation(record):
+    """The hand-listed fields serialise exactly like orjson's dataclass support (all fields,
+    same order), so a field added to Kinematics cannot silently go missing."""
+    assert kinematics_json(record) == orjson.dumps(record)

@@ -165,7 +165,7 @@ class Pipeline:
     def kinematics(self, record: Kinematics, received_at: float) -> None:
         metrics = self.metrics
         vehicle_id = record.vehicle_id
-        body = orjson.dumps(record)
+        body = kinematics_json(record)
         self.publish(self._topic(vehicle_id, "kinematics"), body, self.qos, False)
         metrics.published["kinematics"] += 1
         metrics.readings["accepted"] += 1
@@ -218,6 +218,26 @@ class Pipeline:
     def _send(self, topic: str, body: bytes, kind: str, retain: bool = False) -> None:
         self.publish(topic, body, self.qos, retain)
         self.metrics.published[kind] += 1
+
+
+def kinematics_json(r: Kinematics) -> bytes:
+    """``orjson.dumps(record)``, but from a dict literal: orjson's dataclass path is about
+    twice as slow for slotted classes, and this runs once per reading (a test keeps the two
+    identical)."""
+    return orjson.dumps(
+        {
+            "vehicle_id": r.vehicle_id,
+            "ts": r.ts,
+            "speed_mps": r.speed_mps,
+            "acceleration_mps2": r.acceleration_mps2,
+            "acceleration_sigma_mps2": r.acceleration_sigma_mps2,
+            "jerk_mps3": r.jerk_mps3,
+            "distance_m": r.distance_m,
+            "trip_id": r.trip_id,
+            "trip_distance_m": r.trip_distance_m,
+            "flags": r.flags,
+        }
+    )
 
 
 def dead_letter_body(
