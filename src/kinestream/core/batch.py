@@ -20,30 +20,23 @@ step check, goes through the streaming ``Tracker`` itself: exact by construction
 from __future__ import annotations
 
 import itertools
-import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from kinestream.core import batch_segments as seg
+from kinestream.core.batch_plan import BatchInput, Plan, plan_for, take
+from kinestream.core.batch_records import Part, stream_part, vectorised_part
+from kinestream.core.batch_result import BatchResult
 from kinestream.core.estimators import estimate_batch_for
-from kinestream.core.integrator import segmented_compensated_cumsum
 from kinestream.core.params import TrackerParams
 from kinestream.core.prepared import Prepared, prepare
 from kinestream.core.records import (
     Duplicate,
-    HarshEvent,
-    Kinematics,
     Reading,
     Rejection,
-    TripSummary,
 )
-from kinestream.core.tracker import BRIDGED_GAP_FLAG, Tracker
-from kinestream.core.units import STANDARD_GRAVITY_MPS2
 from kinestream.core.validation import (
-    CLAMPED_FLAG,
     check_reading,
     late_rejection,
     step_bound_mps,
@@ -54,75 +47,9 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 BoolArray = npt.NDArray[np.bool_]
 
+__all__ = ["BatchResult", "factorize", "process_batch", "process_batch_codes"]
+
 MAX_STEP_ITERATIONS = 8  # beyond this a vehicle's step rejections are left to the stream
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    """Kinematics as columns (one row per committed reading) plus the other records.
-
-    Rows are grouped by vehicle (in ``vehicle_ids`` order), each vehicle's in commit order.
-    Float columns hold NaN where a record holds ``None``.
-    """
-
-    vehicle_ids: list[str]
-    index: IntArray  # position of the row's reading in the input
-    vehicle: IntArray  # index into vehicle_ids
-    ts: FloatArray
-    speed_mps: FloatArray
-    acceleration_mps2: FloatArray
-    acceleration_sigma_mps2: FloatArray
-    jerk_mps3: FloatArray
-    distance_m: FloatArray
-    trip_distance_m: FloatArray
-    trip: IntArray  # index into trip_ids, -1 between trips
-    clamped: BoolArray
-    bridged_gap: BoolArray
-    trip_ids: list[str]  # every trip a row belongs to (closed or still open)
-    trips: list[TripSummary]  # closed trips, grouped by vehicle, in time order
-    events: list[HarshEvent]
-    rejections: list[Rejection]  # grouped by vehicle, in arrival order
-    readings: IntArray  # per vehicle: input readings
-    rejected: IntArray  # per vehicle
-    duplicates: IntArray  # per vehicle
-    input_flags: Sequence[tuple[str, ...]] | None = field(default=None, repr=False)
-
-    def __len__(self) -> int:
-        return int(self.index.shape[0])
-
-    def kinematics(self) -> Iterator[Kinematics]:
-        """The rows as ``Kinematics`` records (what the streaming path returns)."""
-        for row in range(len(self)):
-            yield self.row(row)
-
-    def row(self, row: int) -> Kinematics:
-        flags = self.input_flags[int(self.index[row])] if self.input_flags is not None else ()
-        if self.clamped[row]:
-            flags = (*flags, CLAMPED_FLAG)
-        if self.bridged_gap[row]:
-            flags = (*flags, BRIDGED_GAP_FLAG)
-        trip = int(self.trip[row])
-        return Kinematics(
-            vehicle_id=self.vehicle_ids[int(self.vehicle[row])],
-            ts=float(self.ts[row]),
-            speed_mps=float(self.speed_mps[row]),
-            acceleration_mps2=_optional(self.acceleration_mps2[row]),
-            acceleration_sigma_mps2=_optional(self.acceleration_sigma_mps2[row]),
-            jerk_mps3=_optional(self.jerk_mps3[row]),
-            distance_m=float(self.distance_m[row]),
-            trip_id=self.trip_ids[trip] if trip >= 0 else None,
-            trip_distance_m=_optional(self.trip_distance_m[row]),
-            flags=flags,
-        )
-
-
-def _take(values: np.ndarray, positions: IntArray) -> np.ndarray:
-    """``values[positions]`` for sorted unique positions; no copy when they are all of them."""
-    return values if positions.shape[0] == values.shape[0] else values[positions]
-
-
-def _optional(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
 
 
 def process_batch(
@@ -177,46 +104,6 @@ def process_batch_codes(
     return job.run()
 
 
-@dataclass(slots=True)
-class _Plan:
-    """Candidate committed readings with their intervals, estimates and step violations."""
-
-    pos: IntArray  # positions in the grouped input
-    ts: FloatArray
-    speed_mps: FloatArray  # clamped
-    vehicle_start: BoolArray
-    dt_s: FloatArray  # NaN at a vehicle's first reading
-    continuing: BoolArray
-    acceleration_mps2: FloatArray
-    acceleration_sigma_mps2: FloatArray
-    jerk_mps3: FloatArray
-    predicted_mps: FloatArray
-    predicted_sigma_mps: FloatArray
-    violation: BoolArray
-
-
-@dataclass(slots=True)
-class _Part:
-    """Rows and records of some vehicles, before they are put in vehicle order."""
-
-    columns: dict[str, np.ndarray]
-    trip_ids: list[str]
-    trip_vehicle: list[int]
-    trips: list[TripSummary]
-    events: list[HarshEvent]
-
-
-_FLOAT_COLUMNS = (
-    "ts",
-    "speed_mps",
-    "acceleration_mps2",
-    "acceleration_sigma_mps2",
-    "jerk_mps3",
-    "distance_m",
-    "trip_distance_m",
-)
-
-
 class _Job:
     """One ``process_batch`` call: the steps named in the module docstring, in order."""
 
@@ -247,15 +134,31 @@ class _Job:
         self.final_candidates = np.empty(0, dtype=np.intp)
         self.step_rejections: dict[int, list[tuple[int, Rejection]]] = {}
         self.stream_records: dict[int, list[object]] = {}
+        self.inp = BatchInput(
+            p,
+            p.params,
+            names,
+            self.order,
+            self.codes,
+            self.ts,
+            self.raw_speed,
+            flags,
+            finish,
+            self.estimate,
+        )
 
     # -- steps ---------------------------------------------------------------------------
 
     def run(self) -> BatchResult:
         candidates = self._candidates()
         plan = self._step_fixpoint(candidates)
-        parts = [self._vectorised_part(plan)]
+        parts = [vectorised_part(self.inp, plan)]
         parts.extend(self._stream_part(int(c)) for c in np.flatnonzero(self.to_stream))
         return self._assemble(parts)
+
+    def _stream_part(self, code: int) -> Part:
+        part, self.stream_records[code] = stream_part(self.inp, code)
+        return part
 
     def _candidates(self) -> IntArray:
         """Valid readings of vehicles that arrive in order (others go to the stream)."""
@@ -268,7 +171,7 @@ class _Job:
             & (speed <= p.max_speed_mps)
         )
         positions = np.flatnonzero(valid)
-        codes, valid_ts = _take(self.codes, positions), _take(ts, positions)
+        codes, valid_ts = take(self.codes, positions), take(ts, positions)
         same_vehicle = codes[1:] == codes[:-1]
         disorder = same_vehicle & ~(valid_ts[1:] > valid_ts[:-1])
         if p.reorder_bound_s > 0.0:  # reordering within the bound: the stream does it
@@ -290,7 +193,7 @@ class _Job:
         newest[codes[is_last]] = ts[is_last]
         return ~(ts <= newest[codes] - self.p.reorder_bound_s)
 
-    def _step_fixpoint(self, candidates: IntArray) -> _Plan:
+    def _step_fixpoint(self, candidates: IntArray) -> Plan:
         """Drop step violations one per vehicle per round, as the stream meets them."""
         self.final_candidates = candidates
         plan = self._committed_plan(candidates)
@@ -323,8 +226,8 @@ class _Job:
         self.final_candidates = candidates[keep]
         return self._committed_plan(self.final_candidates)
 
-    def _committed_plan(self, candidates: IntArray) -> _Plan:
-        return self._plan(self._commit_order(candidates)[0])
+    def _committed_plan(self, candidates: IntArray) -> Plan:
+        return plan_for(self.inp, self._commit_order(candidates)[0])
 
     def _commit_order(self, candidates: IntArray) -> tuple[IntArray, IntArray, IntArray]:
         """Reorder bound 0: a reading commits when it is after every one committed before it.
@@ -378,7 +281,7 @@ class _Job:
             verdicts.setdefault(code, []).append((position, rejection))
         return verdicts
 
-    def _record_step_rejection(self, plan: _Plan, k: int) -> None:
+    def _record_step_rejection(self, plan: Plan, k: int) -> None:
         position = int(plan.pos[k])
         code = int(self.codes[position])
         reading = Reading(
@@ -390,253 +293,11 @@ class _Job:
         rejection = step_rejection(reading, float(plan.predicted_mps[k]), bound, dt_s)
         self.step_rejections.setdefault(code, []).append((position, rejection))
 
-    def _plan(self, positions: IntArray) -> _Plan:
-        p = self.p
-        ts = _take(self.ts, positions)
-        raw = _take(self.raw_speed, positions)
-        speed = np.where(raw < 0.0, 0.0, raw)
-        codes = _take(self.codes, positions)
-        vehicle_start = np.ones(ts.shape[0], dtype=bool)
-        vehicle_start[1:] = codes[1:] != codes[:-1]
-        dt_s = np.empty_like(ts)
-        dt_s[:1] = np.nan
-        dt_s[1:] = ts[1:] - ts[:-1]
-        dt_s[vehicle_start] = np.nan
-        continuing = dt_s <= p.max_gap_s
-        est = self.estimate(ts, speed, ~continuing, self.params.estimator)
-        predicted = est.predicted_speed_mps
-        with np.errstate(invalid="ignore"):
-            bound = (
-                p.max_accel_mps2 * dt_s
-                + p.step_allowance_mps
-                + p.step_sigmas * est.predicted_sigma_mps
-            )
-            violation = continuing & (np.abs(speed - predicted) > bound)
-        return _Plan(
-            positions,
-            ts,
-            speed,
-            vehicle_start,
-            dt_s,
-            continuing,
-            est.acceleration_mps2,
-            est.acceleration_sigma_mps2,
-            est.jerk_mps3,
-            predicted,
-            est.predicted_sigma_mps,
-            violation,
-        )
-
-    def _vectorised_part(self, plan: _Plan) -> _Part:
-        p = self.p
-        ts, speed, fresh = plan.ts, plan.speed_mps, ~plan.continuing
-        with np.errstate(invalid="ignore"):
-            previous = np.empty_like(speed)
-            previous[:1] = np.nan
-            previous[1:] = speed[:-1]
-            increment = np.where(plan.continuing, 0.5 * (previous + speed) * plan.dt_s, 0.0)
-            bridged = plan.continuing & (plan.dt_s > p.min_gap_s)
-        distance = segmented_compensated_cumsum(increment, np.flatnonzero(plan.vehicle_start))
-        block = seg.Block(ts, speed, plan.acceleration_mps2, fresh, bridged, plan.vehicle_start)
-        spans = seg.segment_trips(block, self.finish, p)
-        closed = np.asarray([r is not None for r in spans.end_reason], dtype=bool)
-        harsh = seg.segment_harsh(block, spans.end[closed], self.finish, p)
-        trip_distance, trip_bridged = self._trip_distances(spans, increment, bridged)
-        codes = _take(self.codes, plan.pos)
-        trip_ids = [
-            f"{self.names[codes[s]]}-{round(float(ts[s]) * 1000.0)}" for s in spans.start.tolist()
-        ]
-        events = self._events(harsh, codes, ts, spans.of_reading, trip_ids)
-        trips = self._trip_summaries(
-            plan, spans, trip_ids, trip_distance, trip_bridged, harsh, block
-        )
-        columns = {
-            "index": _take(self.order, plan.pos),
-            "vehicle": codes,
-            "ts": ts,
-            "speed_mps": speed,
-            "acceleration_mps2": plan.acceleration_mps2,
-            "acceleration_sigma_mps2": plan.acceleration_sigma_mps2,
-            "jerk_mps3": plan.jerk_mps3,
-            "distance_m": distance,
-            "trip_distance_m": trip_distance,
-            "trip": spans.of_reading,
-            "clamped": _take(self.raw_speed, plan.pos) < 0.0,
-            "bridged_gap": bridged,
-        }
-        trip_vehicle = codes[spans.start].tolist()
-        return _Part(columns, trip_ids, trip_vehicle, trips, events)
-
-    @staticmethod
-    def _trip_distances(
-        spans: seg.TripSpans, increment: FloatArray, bridged: BoolArray
-    ) -> tuple[FloatArray, FloatArray]:
-        """Per-reading trip distance and bridged distance: Neumaier sums restarted per trip."""
-        n = increment.shape[0]
-        trip_distance = np.full(n, np.nan)
-        trip_bridged = np.full(n, np.nan)
-        inside = np.flatnonzero(spans.of_reading >= 0)
-        if not len(inside):
-            return trip_distance, trip_bridged
-        starts = np.searchsorted(inside, spans.start)
-        x = increment[inside]
-        x[starts] = 0.0  # a trip's first reading opens it: its interval is not in the trip
-        trip_distance[inside] = segmented_compensated_cumsum(x, starts)
-        in_bridge = bridged[inside]
-        if in_bridge.any():
-            x_bridged = np.where(in_bridge, x, 0.0)
-            trip_bridged[inside] = segmented_compensated_cumsum(x_bridged, starts)
-        else:  # a Neumaier sum of zeros is exactly zero
-            trip_bridged[inside] = 0.0
-        return trip_distance, trip_bridged
-
-    def _events(
-        self,
-        harsh: seg.HarshSpans,
-        codes: IntArray,
-        ts: FloatArray,
-        trip_of: IntArray,
-        trip_ids: list[str],
-    ) -> list[HarshEvent]:
-        events = []
-        for k in range(len(harsh.first)):
-            last = int(harsh.last[k])
-            trip = int(trip_of[last])
-            events.append(
-                HarshEvent(
-                    vehicle_id=self.names[int(codes[last])],
-                    type="harsh_acceleration" if harsh.accelerating[k] else "harsh_braking",
-                    start_ts=float(harsh.start_ts[k]),
-                    end_ts=float(ts[last]),
-                    peak_g=float(harsh.peak_mps2[k]) / STANDARD_GRAVITY_MPS2,
-                    speed_at_start_mps=float(harsh.start_speed_mps[k]),
-                    trip_id=trip_ids[trip] if trip >= 0 else None,
-                )
-            )
-        return events
-
-    def _trip_summaries(  # noqa: PLR0917
-        self,
-        plan: _Plan,
-        spans: seg.TripSpans,
-        trip_ids: list[str],
-        trip_distance: FloatArray,
-        trip_bridged: FloatArray,
-        harsh: seg.HarshSpans,
-        block: seg.Block,
-    ) -> list[TripSummary]:
-        n_trips = len(trip_ids)
-        if not n_trips:
-            return []
-        # reduceat over [start, end) pairs: the even slots are the trips, the odd ones between.
-        bounds = np.column_stack([spans.start, spans.end]).ravel()
-        bounds = bounds[:-1] if bounds[-1] == plan.ts.shape[0] else bounds
-        max_speed = np.maximum.reduceat(plan.speed_mps, bounds)[::2]
-        max_accel = np.fmax.reduceat(plan.acceleration_mps2, bounds)[::2]
-        min_accel = np.fmin.reduceat(plan.acceleration_mps2, bounds)[::2]
-        stops = self._resumed_rests(spans, block, n_trips)
-        event_trip = spans.of_reading[harsh.last]
-        counted = event_trip >= 0
-        accelerations = np.bincount(event_trip[counted & harsh.accelerating], minlength=n_trips)
-        brakings = np.bincount(event_trip[counted & ~harsh.accelerating], minlength=n_trips)
-        summaries = []
-        for k in range(n_trips):
-            reason = spans.end_reason[k]
-            if reason is None:
-                continue
-            last = int(spans.end[k]) - 1
-            start_ts = float(plan.ts[spans.start[k]])
-            end_ts = float(spans.end_ts[k])
-            summaries.append(
-                TripSummary(
-                    vehicle_id=self.names[int(self.codes[plan.pos[last]])],
-                    trip_id=trip_ids[k],
-                    start_ts=start_ts,
-                    end_ts=end_ts,
-                    duration_s=end_ts - start_ts,
-                    distance_m=float(trip_distance[last]),
-                    bridged_distance_m=float(trip_bridged[last]),
-                    max_speed_mps=float(max_speed[k]),
-                    max_acceleration_mps2=_optional(max_accel[k]),
-                    max_deceleration_mps2=_optional(min_accel[k]),
-                    stops=int(stops[k]),
-                    harsh_accelerations=int(accelerations[k]),
-                    harsh_brakings=int(brakings[k]),
-                    end_reason=reason,
-                )
-            )
-        return summaries
-
-    def _resumed_rests(self, spans: seg.TripSpans, block: seg.Block, n_trips: int) -> IntArray:
-        """Per trip, readings where it moved again after a rest (stopped → moving)."""
-        slow = block.speed_mps < self.p.trip_stop_speed_mps
-        trip = spans.of_reading
-        resumed = np.zeros(slow.shape[0], dtype=bool)
-        resumed[1:] = ~slow[1:] & slow[:-1] & (trip[1:] >= 0) & (trip[1:] == trip[:-1])
-        return np.bincount(trip[resumed], minlength=n_trips)
-
     # -- the streaming fallback ----------------------------------------------------------
-
-    def _stream_part(self, code: int) -> _Part:
-        """Run one vehicle through the streaming Tracker (out of order, duplicates...)."""
-        name = self.names[code]
-        positions = np.flatnonzero(self.codes == code)
-        tracker = Tracker(name, self.params)
-        rows: list[tuple[int, Kinematics]] = []
-        first_index_of_ts: dict[float, int] = {}
-        records: list[object] = []
-        immediate = self.p.reorder_bound_s <= 0.0
-        for position in positions.tolist():
-            index = int(self.order[position])
-            flags = self.flags[index] if self.flags is not None else ()
-            reading = Reading(
-                name, float(self.ts[position]), float(self.raw_speed[position]), flags
-            )
-            first_index_of_ts.setdefault(reading.ts, index)
-            for record in tracker.update(reading):
-                if isinstance(record, Kinematics):
-                    rows.append((index if immediate else first_index_of_ts[record.ts], record))
-                else:
-                    records.append(record)
-        if self.finish:
-            for record in tracker.finish():
-                if isinstance(record, Kinematics):
-                    rows.append((first_index_of_ts[record.ts], record))
-                else:
-                    records.append(record)
-        self.stream_records[code] = records
-        return self._part_from_records(code, rows, records)
-
-    def _part_from_records(
-        self, code: int, rows: list[tuple[int, Kinematics]], records: list[object]
-    ) -> _Part:
-        trip_ids: list[str] = []
-        number: dict[str, int] = {}
-        for _, k in rows:
-            if k.trip_id is not None and k.trip_id not in number:
-                number[k.trip_id] = len(trip_ids)
-                trip_ids.append(k.trip_id)
-        columns: dict[str, np.ndarray] = {
-            "index": np.asarray([i for i, _ in rows], dtype=np.intp),
-            "vehicle": np.full(len(rows), code, dtype=np.intp),
-            "trip": np.asarray(
-                [-1 if k.trip_id is None else number[k.trip_id] for _, k in rows], dtype=np.intp
-            ),
-            "clamped": np.asarray([CLAMPED_FLAG in k.flags for _, k in rows], dtype=bool),
-            "bridged_gap": np.asarray([BRIDGED_GAP_FLAG in k.flags for _, k in rows], dtype=bool),
-        }
-        for name in _FLOAT_COLUMNS:
-            values = [getattr(k, name) for _, k in rows]
-            columns[name] = np.asarray(
-                [np.nan if v is None else v for v in values], dtype=np.float64
-            )
-        trips = [r for r in records if isinstance(r, TripSummary)]
-        events = [r for r in records if isinstance(r, HarshEvent)]
-        return _Part(columns, trip_ids, [code] * len(trip_ids), trips, events)
 
     # -- assembly ------------------------------------------------------------------------
 
-    def _assemble(self, parts: list[_Part]) -> BatchResult:
+    def _assemble(self, parts: list[Part]) -> BatchResult:
         offsets = np.cumsum([0] + [len(part.trip_ids) for part in parts])
         columns = {}
         for name in parts[0].columns:

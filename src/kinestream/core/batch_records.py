@@ -1,0 +1,248 @@
+"""Records of the batch path: columns, trips and events, vectorised or from the stream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from kinestream.core import batch_segments as seg
+from kinestream.core.batch_plan import BatchInput, Plan, take
+from kinestream.core.batch_result import optional
+from kinestream.core.integrator import segmented_compensated_cumsum
+from kinestream.core.records import HarshEvent, Kinematics, Reading, TripSummary
+from kinestream.core.tracker import BRIDGED_GAP_FLAG, Tracker
+from kinestream.core.units import STANDARD_GRAVITY_MPS2
+from kinestream.core.validation import CLAMPED_FLAG
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(slots=True)
+class Part:
+    """Rows and records of some vehicles, before they are put in vehicle order."""
+
+    columns: dict[str, np.ndarray]
+    trip_ids: list[str]
+    trip_vehicle: list[int]
+    trips: list[TripSummary]
+    events: list[HarshEvent]
+
+
+FLOAT_COLUMNS = (
+    "ts",
+    "speed_mps",
+    "acceleration_mps2",
+    "acceleration_sigma_mps2",
+    "jerk_mps3",
+    "distance_m",
+    "trip_distance_m",
+)
+
+
+def vectorised_part(inp: BatchInput, plan: Plan) -> Part:
+    """Rows, trips and events of the vectorised vehicles from their committed plan."""
+    p = inp.p
+    ts, speed, fresh = plan.ts, plan.speed_mps, ~plan.continuing
+    with np.errstate(invalid="ignore"):
+        previous = np.empty_like(speed)
+        previous[:1] = np.nan
+        previous[1:] = speed[:-1]
+        increment = np.where(plan.continuing, 0.5 * (previous + speed) * plan.dt_s, 0.0)
+        bridged = plan.continuing & (plan.dt_s > p.min_gap_s)
+    distance = segmented_compensated_cumsum(increment, np.flatnonzero(plan.vehicle_start))
+    block = seg.Block(ts, speed, plan.acceleration_mps2, fresh, bridged, plan.vehicle_start)
+    spans = seg.segment_trips(block, inp.finish, p)
+    closed = np.asarray([r is not None for r in spans.end_reason], dtype=bool)
+    harsh = seg.segment_harsh(block, spans.end[closed], inp.finish, p)
+    trip_distance, trip_bridged = _trip_distances(spans, increment, bridged)
+    codes = take(inp.codes, plan.pos)
+    trip_ids = [
+        f"{inp.names[codes[s]]}-{round(float(ts[s]) * 1000.0)}" for s in spans.start.tolist()
+    ]
+    events = _events(inp, harsh, codes, ts, spans.of_reading, trip_ids)
+    trips = _trip_summaries(inp, plan, spans, trip_ids, trip_distance, trip_bridged, harsh, block)
+    columns = {
+        "index": take(inp.order, plan.pos),
+        "vehicle": codes,
+        "ts": ts,
+        "speed_mps": speed,
+        "acceleration_mps2": plan.acceleration_mps2,
+        "acceleration_sigma_mps2": plan.acceleration_sigma_mps2,
+        "jerk_mps3": plan.jerk_mps3,
+        "distance_m": distance,
+        "trip_distance_m": trip_distance,
+        "trip": spans.of_reading,
+        "clamped": take(inp.raw_speed, plan.pos) < 0.0,
+        "bridged_gap": bridged,
+    }
+    trip_vehicle = codes[spans.start].tolist()
+    return Part(columns, trip_ids, trip_vehicle, trips, events)
+
+
+def _trip_distances(
+    spans: seg.TripSpans, increment: FloatArray, bridged: BoolArray
+) -> tuple[FloatArray, FloatArray]:
+    """Per-reading trip distance and bridged distance: Neumaier sums restarted per trip."""
+    n = increment.shape[0]
+    trip_distance = np.full(n, np.nan)
+    trip_bridged = np.full(n, np.nan)
+    inside = np.flatnonzero(spans.of_reading >= 0)
+    if not len(inside):
+        return trip_distance, trip_bridged
+    starts = np.searchsorted(inside, spans.start)
+    x = increment[inside]
+    x[starts] = 0.0  # a trip's first reading opens it: its interval is not in the trip
+    trip_distance[inside] = segmented_compensated_cumsum(x, starts)
+    in_bridge = bridged[inside]
+    if in_bridge.any():
+        x_bridged = np.where(in_bridge, x, 0.0)
+        trip_bridged[inside] = segmented_compensated_cumsum(x_bridged, starts)
+    else:  # a Neumaier sum of zeros is exactly zero
+        trip_bridged[inside] = 0.0
+    return trip_distance, trip_bridged
+
+
+def _events(  # noqa: PLR0917
+    inp: BatchInput,
+    harsh: seg.HarshSpans,
+    codes: IntArray,
+    ts: FloatArray,
+    trip_of: IntArray,
+    trip_ids: list[str],
+) -> list[HarshEvent]:
+    events = []
+    for k in range(len(harsh.first)):
+        last = int(harsh.last[k])
+        trip = int(trip_of[last])
+        events.append(
+            HarshEvent(
+                vehicle_id=inp.names[int(codes[last])],
+                type="harsh_acceleration" if harsh.accelerating[k] else "harsh_braking",
+                start_ts=float(harsh.start_ts[k]),
+                end_ts=float(ts[last]),
+                peak_g=float(harsh.peak_mps2[k]) / STANDARD_GRAVITY_MPS2,
+                speed_at_start_mps=float(harsh.start_speed_mps[k]),
+                trip_id=trip_ids[trip] if trip >= 0 else None,
+            )
+        )
+    return events
+
+
+def _trip_summaries(  # noqa: PLR0917
+    inp: BatchInput,
+    plan: Plan,
+    spans: seg.TripSpans,
+    trip_ids: list[str],
+    trip_distance: FloatArray,
+    trip_bridged: FloatArray,
+    harsh: seg.HarshSpans,
+    block: seg.Block,
+) -> list[TripSummary]:
+    n_trips = len(trip_ids)
+    if not n_trips:
+        return []
+    # reduceat over [start, end) pairs: the even slots are the trips, the odd ones between.
+    bounds = np.column_stack([spans.start, spans.end]).ravel()
+    bounds = bounds[:-1] if bounds[-1] == plan.ts.shape[0] else bounds
+    max_speed = np.maximum.reduceat(plan.speed_mps, bounds)[::2]
+    max_accel = np.fmax.reduceat(plan.acceleration_mps2, bounds)[::2]
+    min_accel = np.fmin.reduceat(plan.acceleration_mps2, bounds)[::2]
+    stops = _resumed_rests(inp, spans, block, n_trips)
+    event_trip = spans.of_reading[harsh.last]
+    counted = event_trip >= 0
+    accelerations = np.bincount(event_trip[counted & harsh.accelerating], minlength=n_trips)
+    brakings = np.bincount(event_trip[counted & ~harsh.accelerating], minlength=n_trips)
+    summaries = []
+    for k in range(n_trips):
+        reason = spans.end_reason[k]
+        if reason is None:
+            continue
+        last = int(spans.end[k]) - 1
+        start_ts = float(plan.ts[spans.start[k]])
+        end_ts = float(spans.end_ts[k])
+        summaries.append(
+            TripSummary(
+                vehicle_id=inp.names[int(inp.codes[plan.pos[last]])],
+                trip_id=trip_ids[k],
+                start_ts=start_ts,
+                end_ts=end_ts,
+                duration_s=end_ts - start_ts,
+                distance_m=float(trip_distance[last]),
+                bridged_distance_m=float(trip_bridged[last]),
+                max_speed_mps=float(max_speed[k]),
+                max_acceleration_mps2=optional(max_accel[k]),
+                max_deceleration_mps2=optional(min_accel[k]),
+                stops=int(stops[k]),
+                harsh_accelerations=int(accelerations[k]),
+                harsh_brakings=int(brakings[k]),
+                end_reason=reason,
+            )
+        )
+    return summaries
+
+
+def _resumed_rests(
+    inp: BatchInput, spans: seg.TripSpans, block: seg.Block, n_trips: int
+) -> IntArray:
+    """Per trip, readings where it moved again after a rest (stopped → moving)."""
+    slow = block.speed_mps < inp.p.trip_stop_speed_mps
+    trip = spans.of_reading
+    resumed = np.zeros(slow.shape[0], dtype=bool)
+    resumed[1:] = ~slow[1:] & slow[:-1] & (trip[1:] >= 0) & (trip[1:] == trip[:-1])
+    return np.bincount(trip[resumed], minlength=n_trips)
+
+
+def stream_part(inp: BatchInput, code: int) -> tuple[Part, list[object]]:
+    """Run one vehicle through the streaming Tracker (out of order, duplicates...)."""
+    name = inp.names[code]
+    positions = np.flatnonzero(inp.codes == code)
+    tracker = Tracker(name, inp.params)
+    rows: list[tuple[int, Kinematics]] = []
+    first_index_of_ts: dict[float, int] = {}
+    records: list[object] = []
+    immediate = inp.p.reorder_bound_s <= 0.0
+    for position in positions.tolist():
+        index = int(inp.order[position])
+        flags = inp.flags[index] if inp.flags is not None else ()
+        reading = Reading(name, float(inp.ts[position]), float(inp.raw_speed[position]), flags)
+        first_index_of_ts.setdefault(reading.ts, index)
+        for record in tracker.update(reading):
+            if isinstance(record, Kinematics):
+                rows.append((index if immediate else first_index_of_ts[record.ts], record))
+            else:
+                records.append(record)
+    if inp.finish:
+        for record in tracker.finish():
+            if isinstance(record, Kinematics):
+                rows.append((first_index_of_ts[record.ts], record))
+            else:
+                records.append(record)
+    return part_from_records(code, rows, records), records
+
+
+def part_from_records(code: int, rows: list[tuple[int, Kinematics]], records: list[object]) -> Part:
+    trip_ids: list[str] = []
+    number: dict[str, int] = {}
+    for _, k in rows:
+        if k.trip_id is not None and k.trip_id not in number:
+            number[k.trip_id] = len(trip_ids)
+            trip_ids.append(k.trip_id)
+    columns: dict[str, np.ndarray] = {
+        "index": np.asarray([i for i, _ in rows], dtype=np.intp),
+        "vehicle": np.full(len(rows), code, dtype=np.intp),
+        "trip": np.asarray(
+            [-1 if k.trip_id is None else number[k.trip_id] for _, k in rows], dtype=np.intp
+        ),
+        "clamped": np.asarray([CLAMPED_FLAG in k.flags for _, k in rows], dtype=bool),
+        "bridged_gap": np.asarray([BRIDGED_GAP_FLAG in k.flags for _, k in rows], dtype=bool),
+    }
+    for name in FLOAT_COLUMNS:
+        values = [getattr(k, name) for _, k in rows]
+        columns[name] = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    trips = [r for r in records if isinstance(r, TripSummary)]
+    events = [r for r in records if isinstance(r, HarshEvent)]
+    return Part(columns, trip_ids, [code] * len(trip_ids), trips, events)
