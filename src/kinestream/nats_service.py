@@ -101,6 +101,15 @@ class NatsService:
         self.partition_token = len(self.nats.subject_prefix.split("."))
         self.topic_subject = topic_prefix.replace("/", ".")
 
+    def stream_of(self, partition: int) -> str:
+        """One stream per partition: a consumer without a subject filter reads it sequentially
+        (a wildcard filter over one shared stream cost the 2.9 server ~1 ms per reading), and a
+        cluster spreads the partitions' stream leaders over its nodes."""
+        return f"{self.nats.stream}-{partition}"
+
+    def subject_of(self, partition: int) -> str:
+        return f"{self.nats.subject_prefix}.{partition}.{self.topic_subject}.*.speed"
+
     def request_stop(self) -> None:
         self.stopping.set()
 
@@ -110,8 +119,13 @@ class NatsService:
         self.link = NatsLink(n.urls(), self.worker_id)
         await self.link.connect()
         self.metrics.broker_connected = 1
-        subjects = [f"{n.subject_prefix}.*.{self.topic_subject}.*.speed"]
-        await self.link.ensure_stream(n.stream, subjects, n.replicas, n.stream_max_age_s)
+        for partition in range(n.partitions):
+            await self.link.ensure_stream(
+                self.stream_of(partition),
+                [self.subject_of(partition)],
+                n.replicas,
+                n.stream_max_age_s,
+            )
         self.states: Bucket = await self.link.bucket(n.state_bucket, None, n.replicas)
         lease_bucket = await self.link.bucket(n.lease_bucket, n.lease_ttl_s, n.replicas, True)
         self.fleet = Fleet(s.tracker.to_params())
@@ -177,8 +191,7 @@ class NatsService:
     async def _acquired(self, partition: int, revision: int) -> None:
         n = self.nats
         consumer = await self.link.take_over_partition(
-            n.stream,
-            f"{n.subject_prefix}.{partition}.{self.topic_subject}.*.speed",
+            self.stream_of(partition),
             f"kinestream-p{partition}-",
             f"kinestream-p{partition}-r{revision}",
             max_ack_pending=4 * n.batch_size,
