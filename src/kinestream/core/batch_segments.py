@@ -70,6 +70,13 @@ def _last_start_at_or_before(starts: BoolArray) -> IntArray:
 
 
 def segment_trips(block: Block, finish: bool, p: Prepared) -> TripSpans:
+    """Trips without a loop over readings or trips.
+
+    Every restart (a vehicle's first reading, a long gap) and every reading at which a long
+    enough rest's deadline passes is a boundary: a trip that reaches one ends there, so the
+    vehicle is idle at each boundary, and the first fast reading after a boundary (before the
+    next one) starts a trip that ends at that next boundary.
+    """
     ts, speed_mps, vehicle_start = block.ts, block.speed_mps, block.vehicle_start
     n = ts.shape[0]
     slow = speed_mps < p.trip_stop_speed_mps
@@ -78,43 +85,53 @@ def segment_trips(block: Block, finish: bool, p: Prepared) -> TripSpans:
     rest_start_of = _last_start_at_or_before(rest_start)
     stop_ends = _stop_end_indices(ts, slow, rest_start, vehicle_start, p)
     restarts = np.flatnonzero(block.fresh)
+    boundaries = np.union1d(restarts, stop_ends)
+    following = np.append(boundaries[1:], n)
     fast = np.flatnonzero(speed_mps > p.trip_start_speed_mps)
-    starts: list[int] = []
-    ends: list[int] = []
+    first_fast = np.searchsorted(fast, boundaries)
+    candidate = fast[np.minimum(first_fast, len(fast) - 1)] if len(fast) else first_fast
+    opens = (first_fast < len(fast)) & (candidate < following)
+    starts, ends = candidate[opens].astype(np.intp), following[opens].astype(np.intp)
+    reasons = _end_reasons(ends, block, stop_ends, rest_start_of, finish, p)
+    last = ends - 1
+    end_ts = np.where(slow[last], ts[rest_start_of[last]], ts[last]) if len(last) else np.empty(0)
+    # Trip number per reading: +1 where a trip starts, back to -1 where it ends.
+    marks = np.zeros(n + 1, dtype=np.intp)
+    np.add.at(marks, starts, 1)
+    np.add.at(marks, ends, -1)
+    inside = np.cumsum(marks[:-1]) > 0
+    of_reading = np.where(inside, np.cumsum(np.bincount(starts, minlength=n)[:n]) - 1, -1)
+    return TripSpans(starts, ends, reasons, end_ts, of_reading)
+
+
+def _end_reasons(  # noqa: PLR0917
+    ends: IntArray,
+    block: Block,
+    stop_ends: IntArray,
+    rest_start_of: IntArray,
+    finish: bool,
+    p: Prepared,
+) -> list[str | None]:
+    """Why each trip ended at its boundary (the rules of ``trips.due_reason``)."""
+    n = block.ts.shape[0]
+    inside = ends < n
+    at = np.where(inside, ends, 0)
+    data_end = ~inside | block.vehicle_start[at]
+    restart = inside & block.fresh[at]
+    resting_end = np.isin(ends, stop_ends)
+    last = ends - 1
+    stop_deadline = block.ts[rest_start_of[last]] + p.trip_end_stop_s
+    gap_deadline = block.ts[last] + p.max_gap_s
+    stopped_first = stop_deadline <= gap_deadline
     reasons: list[str | None] = []
-    position = 0
-    while True:
-        j = int(np.searchsorted(fast, position))
-        if j == len(fast):
-            break
-        start = int(fast[j])
-        restart = _next_after(restarts, start, n)
-        stop_end = _next_after(stop_ends, start, n)
-        end = min(restart, stop_end)
-        starts.append(start)
-        ends.append(end)
-        if end == n or vehicle_start[end]:
+    for k in range(len(ends)):
+        if data_end[k]:
             reasons.append(trip_rules.END_OF_DATA if finish else None)
-        elif end != restart:
+        elif not restart[k] or (resting_end[k] and stopped_first[k]):
             reasons.append(trip_rules.END_STOPPED)
-        elif end == stop_end:  # both due: the earlier deadline names it (trips.due_reason)
-            reasons.append(_earlier_deadline(ts, int(rest_start_of[end - 1]), end - 1, p))
         else:
             reasons.append(trip_rules.END_GAP)
-        position = end
-    start_arr = np.asarray(starts, dtype=np.intp)
-    end_arr = np.asarray(ends, dtype=np.intp)
-    last = end_arr - 1
-    end_ts = np.where(slow[last], ts[rest_start_of[last]], ts[last]) if len(last) else np.empty(0)
-    of_reading = np.full(n, -1, dtype=np.intp)
-    for number, (a, b) in enumerate(zip(starts, ends, strict=True)):
-        of_reading[a:b] = number
-    return TripSpans(start_arr, end_arr, reasons, end_ts, of_reading)
-
-
-def _next_after(sorted_indices: IntArray, after: int, default: int) -> int:
-    k = int(np.searchsorted(sorted_indices, after, side="right"))
-    return int(sorted_indices[k]) if k < len(sorted_indices) else default
+    return reasons
 
 
 def _stop_end_indices(
@@ -144,12 +161,6 @@ def _stop_end_indices(
     for a, h, due in zip(starts[qualifies], horizon[qualifies], deadline[qualifies], strict=True):
         found.append(a + 1 + int(np.searchsorted(ts[a + 1 : h + 1], due, side="left")))
     return np.asarray(found, dtype=np.intp)
-
-
-def _earlier_deadline(ts: FloatArray, rest_start: int, last: int, p: Prepared) -> str:
-    stop_deadline = ts[rest_start] + p.trip_end_stop_s
-    gap_deadline = ts[last] + p.max_gap_s
-    return trip_rules.END_STOPPED if stop_deadline <= gap_deadline else trip_rules.END_GAP
 
 
 def segment_harsh(block: Block, trip_breaks: IntArray, finish: bool, p: Prepared) -> HarshSpans:
