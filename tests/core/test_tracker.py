@@ -159,3 +159,11 @@ def test_bad_input_never_raises():
     for ts, speed in [(math.nan, 1.0), (T0, math.nan), (-1e308, 1e308), (1e300, -1e300)]:
         (record,) = tracker.update(Reading("v", ts, speed))
         assert isinstance(record, Rejection)
+
+
+def test_tick_without_a_time_does_nothing():
+    """tick(NaN) releases nothing and ends nothing (a broken clock is not "infinitely late")."""
+    tracker = Tracker("v", params(reorder_bound_s=2.0))
+    tracker.update(Reading("v", T0, 5.0))
+    assert tracker.tick(math.nan) == []
+    assert tracker.next_deadline() == T0 + 2.0

@@ -95,6 +95,8 @@ class Tracker:
     def tick(self, now_ts: float) -> list[Record]:
         """Event time has reached ``now_ts``: release, end and flush what is due."""
         out: list[Record] = []
+        if math.isnan(now_ts):  # no time at all: nothing can be due
+            return out
         horizon = now_ts - self._p.reorder_bound_s
         if self._held:
             self._release(horizon, out)
