@@ -126,7 +126,6 @@ def process_rows(scale: float, runs: int, report) -> None:
 
 # ---------------------------------------------------------------- batch core and memory
 
-MEMORY_SCRIPT = BENCH_DIR / "memory_per_vehicle.py"  # the tracker owner's, when it exists
 
 
 def _json_lines(result: subprocess.CompletedProcess) -> list[dict]:
@@ -220,10 +219,6 @@ def memory_row(report) -> None:
         return
     per_vehicle = json.loads(result.stdout.strip().splitlines()[-1])["bytes_per_vehicle"]
     report.add(name, f"{per_vehicle:,.0f} B", "", "≤ 2 KB", _verdict(per_vehicle <= 2048))
-    if MEMORY_SCRIPT.exists():
-        other = _python([str(MEMORY_SCRIPT)])
-        lines = other.stdout.strip().splitlines() or [_last_line(other)]
-        report.add("  benchmarks/memory_per_vehicle.py (its last line)", lines[-1][:160])
 
 
 def _verdict(ok: bool) -> str:
