@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 
 from benchlib import TOPIC_PREFIX
 
 IN_FILTER = f"{TOPIC_PREFIX}/+/speed"
 SUFFIX_IN = "speed"
 SUFFIX_OUT = "kinematics"
+# gmqtt-lean only: hold outputs this long to coalesce writes (0: flush at the end of the pass).
+FLUSH_DELAY_S = float(os.environ.get("ECHO_FLUSH_DELAY_S", "0"))
 
 
 def out_topic(topic: str) -> str:
@@ -79,7 +82,10 @@ class BatchedWriter:
             if not body_len:
                 break
         if not self.pending:
-            self.loop.call_soon(self.flush)
+            if FLUSH_DELAY_S:
+                self.loop.call_later(FLUSH_DELAY_S, self.flush)
+            else:
+                self.loop.call_soon(self.flush)
         self.pending.append(
             bytes(header) + len(topic_bytes).to_bytes(2, "big") + topic_bytes
             + self.properties + payload

@@ -127,7 +127,6 @@ def process_rows(scale: float, runs: int, report) -> None:
 # ---------------------------------------------------------------- batch core and memory
 
 
-
 def _json_lines(result: subprocess.CompletedProcess) -> list[dict]:
     rows = []
     for line in result.stdout.splitlines():
