@@ -35,16 +35,21 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _python(code_or_args: list[str], timeout_s: float = 900.0) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *code_or_args],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=REPO_DIR,
-        timeout=timeout_s,
-        check=False,
-    )
+def _python(code_or_args: list[str], timeout_s: float = 600.0) -> subprocess.CompletedProcess:
+    """Run a child interpreter; a timeout becomes a failed result (reported, not raised)."""
+    args = [sys.executable, *code_or_args]
+    try:
+        return subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            env=_env(),
+            cwd=REPO_DIR,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(args, 1, "", f"timed out after {timeout_s:.0f} s")
 
 
 def _last_line(result: subprocess.CompletedProcess) -> str:
