@@ -21,6 +21,20 @@ from pipeline import run_trial
 from systems import start_daemon
 
 
+def callers_of(path: Path, name: str, depth: int = 6) -> collections.Counter:
+    """The last `depth` frames of every sampled stack that contains `name`."""
+    stacks: collections.Counter = collections.Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        frames = [_short(frame) for frame in stack.split(";")]
+        hits = [i for i, frame in enumerate(frames) if frame.startswith(name + " ")]
+        if hits:
+            stacks[" <- ".join(reversed(frames[max(0, hits[0] - depth) : hits[0] + 1]))] += int(
+                count_text
+            )
+    return stacks
+
+
 def collapsed_stats(path: Path) -> tuple[collections.Counter, collections.Counter, int]:
     """Self and inclusive sample counts per frame from py-spy's collapsed ("raw") output."""
     own: collections.Counter = collections.Counter()
@@ -56,6 +70,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--vehicles", type=int, default=1_000)
+    parser.add_argument("--callers", help="also print the stacks leading to this function")
     parser.add_argument("--offered", type=float, default=0.0, help="readings/s; 0 = flat out")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy")
@@ -80,6 +95,7 @@ def main() -> None:
                 spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
                 spy.wait(timeout=30)
         own, inclusive, total = collapsed_stats(out)
+        callers = callers_of(out, args.callers) if args.callers else collections.Counter()
     us = trial.cpu_us_per_reading or 0.0
     print(
         f"{trial.delivered} readings at {trial.readings_per_s:,.0f}/s, QoS {args.qos}; "
@@ -90,6 +106,8 @@ def main() -> None:
     print(f"\n{'self µs/reading':>16} {'incl µs/reading':>16}  function")
     for frame, count in own.most_common(args.top):
         print(f"{count * scale:>16.2f} {inclusive[frame] * scale:>16.2f}  {frame}")
+    for stack, count in callers.most_common(8):
+        print(f"\n{count} samples: {stack}")
     print(f"\n{'incl µs/reading':>16}  function (inclusive, top {args.top})")
     for frame, count in inclusive.most_common(args.top):
         print(f"{count * scale:>16.2f}  {frame}")
