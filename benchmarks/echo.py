@@ -7,6 +7,7 @@ the same client can reach, so kinestream's figures are reported as ratios to it.
 Clients: gmqtt (default optimistic acknowledgement: PUBACK before the handler runs),
 gmqtt-ackafter (PUBACK after the handler returns, the mode a crash-safe daemon needs),
 gmqtt-lean (QoS 0 out encoded by hand and written once per event-loop pass),
+raw (no client library at all: the floor of an asyncio echo),
 paho (its own network loop, one thread), aiomqtt (asyncio wrapper around paho).
 Prints READY once the subscription is acknowledged; runs until SIGTERM.
 """
@@ -17,7 +18,14 @@ import argparse
 import asyncio
 import os
 
-from benchlib import TOPIC_PREFIX
+from benchlib import (
+    TOPIC_PREFIX,
+    connect_packet,
+    puback_packet,
+    publish_packet,
+    split_packets,
+    subscribe_packet,
+)
 
 IN_FILTER = f"{TOPIC_PREFIX}/+/speed"
 SUFFIX_IN = "speed"
@@ -116,6 +124,57 @@ async def run_gmqtt_lean(port: int, qos_in: int) -> None:
     await asyncio.Event().wait()
 
 
+class RawEcho(asyncio.Protocol):
+    """No client library: MQTT 3.1.1 framing by hand on an asyncio Protocol, PUBLISH parsed
+    straight from data_received, outputs and PUBACKs written once per loop pass. The floor
+    of an asyncio echo in Python on this machine, to size what any client adds."""
+
+    def __init__(self, qos_in: int) -> None:
+        self.qos_in = qos_in
+        self.buffer = bytearray()
+        self.pending: list[bytes] = []
+        self.loop = asyncio.get_running_loop()
+        self.transport = None
+        self.subscribed = asyncio.Event()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(connect_packet("bench-echo") + subscribe_packet(1, IN_FILTER, self.qos_in))
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        packets, used = split_packets(self.buffer)
+        del self.buffer[:used]
+        out = self.pending
+        if not out:
+            self.loop.call_soon(self.flush)
+        for first, body in packets:
+            kind = first >> 4
+            if kind == 3:
+                topic_len = int.from_bytes(body[:2], "big")
+                topic = body[2 : 2 + topic_len].decode()
+                start = 2 + topic_len
+                if first & 0x06:
+                    out.append(puback_packet(int.from_bytes(body[start : start + 2], "big")))
+                    start += 2
+                out.append(publish_packet(out_topic(topic), body[start:]))
+            elif kind == 9:
+                self.subscribed.set()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.transport.write(b"".join(self.pending))
+            self.pending.clear()
+
+
+async def run_raw(port: int, qos_in: int) -> None:
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_connection(lambda: RawEcho(qos_in), "127.0.0.1", port)
+    await protocol.subscribed.wait()
+    ready()
+    await asyncio.Event().wait()
+
+
 def run_paho(port: int, qos_in: int, qos_out: int) -> None:
     import paho.mqtt.client as mqtt
 
@@ -147,7 +206,7 @@ async def run_aiomqtt(port: int, qos_in: int, qos_out: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--client", choices=("gmqtt", "gmqtt-ackafter", "gmqtt-lean", "paho", "aiomqtt")
+        "--client", choices=("gmqtt", "gmqtt-ackafter", "gmqtt-lean", "raw", "paho", "aiomqtt")
     )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--qos-in", type=int, choices=(0, 1), default=0)
@@ -158,7 +217,9 @@ def main() -> None:
     if args.client == "paho":
         run_paho(args.port, args.qos_in, args.qos_out)
         return
-    if args.client == "gmqtt-lean":
+    if args.client == "raw":
+        coroutine = run_raw(args.port, args.qos_in)
+    elif args.client == "gmqtt-lean":
         coroutine = run_gmqtt_lean(args.port, args.qos_in)
     elif args.client == "aiomqtt":
         coroutine = run_aiomqtt(args.port, args.qos_in, args.qos_out)

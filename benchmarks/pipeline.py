@@ -39,6 +39,7 @@ class Trial:
     cpu_us_per_reading: float | None
     rss_mb: float | None
     offered_rate: float
+    broker_cpu_us_per_reading: float | None = None
     # Per delivered message: when it was sent (monotonic s) and its latency, for timelines.
     send_times: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     latency_ms: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
@@ -64,6 +65,7 @@ def run_trial(
     rate: float = 0.0,
     idle_s: float = 10.0,
     deadline_s: float = 300.0,
+    broker_pid: int | None = None,
 ) -> Trial:
     """Publish count readings and measure what comes out of the system under test (pid)."""
     with tempfile.TemporaryDirectory(prefix="kinestream-bench-trial-") as tmp:
@@ -82,6 +84,7 @@ def run_trial(
         try:
             wait_for_line(sink_log, "READY", sink, 15.0)
             cpu_before = cpu_seconds(pid) if pid else None
+            broker_before = cpu_seconds(broker_pid) if broker_pid else None
             publisher = spawn(
                 python_script(
                     "publisher.py",
@@ -93,6 +96,7 @@ def run_trial(
             sink.wait(timeout=deadline_s + idle_s + 30)
             publisher.wait(timeout=60)
             cpu_after = cpu_seconds(pid) if pid else None
+            broker_after = cpu_seconds(broker_pid) if broker_pid else None
             rss = rss_bytes(pid) / 1e6 if pid else None
         finally:
             stop_process(sink)
@@ -102,7 +106,10 @@ def run_trial(
         _done_line(sink_log)
         sent = np.load(work / "sent.npy")
         received = np.load(work / "recv.npz")
-    return _summarise(pub, sent, received, count, rate, cpu_before, cpu_after, rss)
+    trial = _summarise(pub, sent, received, count, rate, cpu_before, cpu_after, rss)
+    if broker_before is not None and trial.delivered:
+        trial.broker_cpu_us_per_reading = (broker_after - broker_before) / trial.delivered * 1e6
+    return trial
 
 
 def _summarise(pub, sent, received, count, rate, cpu_before, cpu_after, rss) -> Trial:

@@ -81,7 +81,12 @@ def measure(start: Callable, qos: int, count: int, runs: int, rate: float = 0.0)
     trials = []
     for _ in range(runs):
         with private_broker() as broker, start(broker.port) as process:
-            trials.append(run_trial(broker.port, process.pid, count, VEHICLES, qos, rate))
+            trials.append(
+                run_trial(
+                    broker.port, process.pid, count, VEHICLES, qos, rate,
+                    broker_pid=broker.process.pid,
+                )
+            )  # fmt: skip
         settle()
     return Summary(trials)
 
@@ -100,7 +105,11 @@ def check(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-ECHOES = (("gmqtt", "gmqtt bare echo"), ("gmqtt-lean", "gmqtt echo, batched QoS 0 writes"))
+ECHOES = (
+    ("gmqtt", "gmqtt bare echo"),
+    ("gmqtt-lean", "gmqtt echo, batched QoS 0 writes"),
+    ("raw", "asyncio echo, no client library (the machine's floor)"),
+)
 
 
 def online_rows(plan: Plan, skip: set[str], report: Report) -> None:
@@ -114,9 +123,16 @@ def online_rows(plan: Plan, skip: set[str], report: Report) -> None:
                 plan.flat_out_count, plan.runs,
             )  # fmt: skip
             ceilings[client, qos] = summary.med("readings_per_s")
-            cpu = summary.med("cpu_us_per_reading")
+            cpu, broker_cpu = (
+                summary.med("cpu_us_per_reading"),
+                summary.med("broker_cpu_us_per_reading"),
+            )
             note = "the ceiling" if client == "gmqtt" else "reference"
-            report.add(f"{label}, QoS {qos} in ({note})", rate_cell(summary), f"{cpu:.0f} µs/msg")
+            report.add(
+                f"{label}, QoS {qos} in ({note})",
+                rate_cell(summary),
+                f"echo {cpu:.0f} µs/msg, Mosquitto {broker_cpu:.0f} µs/msg",
+            )
     kinestream_max = None
     if "kinestream" not in skip:
         kinestream_max = daemon_row(plan, 0, ceilings, report)
@@ -149,7 +165,12 @@ def daemon_row(
         ratio_text += f", {rate / lean:.2f} × batched echo"
     report.add(name, rate_cell(summary), ratio_text, goal, check(ok))
     cpu, rss = summary.med("cpu_us_per_reading"), summary.med("rss_mb")
-    report.add(f"daemon CPU per reading, QoS {qos}", f"{cpu:.1f} µs", f"RSS {rss:.0f} MB")
+    broker_cpu = summary.med("broker_cpu_us_per_reading")
+    report.add(
+        f"daemon CPU per reading, QoS {qos}",
+        f"{cpu:.1f} µs",
+        f"RSS {rss:.0f} MB; Mosquitto {broker_cpu:.0f} µs/reading",
+    )
     return rate
 
 
