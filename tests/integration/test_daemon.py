@@ -14,6 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from kinestream.io.state_store import WAL_DIR_NAME, StateStore
+from kinestream.io.wal import list_generations, segment_path
 from tests.brokers import requires_mosquitto
 from tests.integration.helpers import (
     SRC,
@@ -58,6 +60,17 @@ def observers():
     yield made
     for observer in made:
         observer.close()
+
+
+def uncovered_log_bytes(state_dir: Path) -> int:
+    """Bytes in log segments the state store's last checkpoint does not cover."""
+    store = StateStore(state_dir)
+    try:
+        covered = store.wal_generation()
+    finally:
+        store.close()
+    wal = state_dir / WAL_DIR_NAME
+    return sum(segment_path(wal, g).stat().st_size for g in list_generations(wal) if g >= covered)
 
 
 def state_command(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -151,16 +164,27 @@ def test_kill_minus_9_mid_stream_loses_and_doubles_nothing(
     reading was lost or counted twice."""
 
     def kill_and_restart(first: Daemon) -> None:
-        # Kill while the open log segment holds readings no checkpoint covers yet.
-        wal = first.state_dir / "wal"
-        wait_until(lambda: any(p.stat().st_size for p in wal.glob("*.log")), "logged readings")
-        first.kill()
+        """Kill -9 until a kill lands while the log holds readings no checkpoint covers (a
+        checkpoint a moment before the kill would leave only the broker's redelivery to test)."""
+        victim = first
         status = observers[0].payloads
-        wait_until(lambda: status("kinestream/status")[-1:] == [b"offline"], "the will")
-        daemons.append(
-            Daemon(own_mqtt_broker, first.state_dir, client_id="crash", env=FAST_CHECKPOINTS)
-        )
-        daemons[-1].start()
+        for _attempt in range(5):
+            offline_before = status("kinestream/status").count(b"offline")
+            victim.kill()
+            wait_until(
+                lambda n=offline_before: status("kinestream/status").count(b"offline") > n,
+                "the offline will",
+            )
+            uncovered = uncovered_log_bytes(victim.state_dir)
+            online_before = status("kinestream/status").count(b"online")
+            victim = Daemon(
+                own_mqtt_broker, first.state_dir, client_id="crash", env=FAST_CHECKPOINTS
+            )
+            daemons.append(victim.start())
+            if uncovered:
+                return
+            wait_online(observers[0], after=online_before - 1)
+        raise AssertionError("never killed the daemon with uncovered readings in its log")
 
     crash_scenario(own_mqtt_broker, tmp_path, daemons, observers, kill_and_restart)
     text = daemons[-1].scrape()

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 # handler(topic, payload, qos, redelivered) -> None or an awaitable "durable" signal.
 # ``redelivered``: the broker set DUP (it may have sent this message before).
 MessageHandler = Callable[[str, bytes, int, bool], Awaitable[object] | None]
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
+CONNECTING = "while connecting"
 BACKLOG_LIMIT = 100_000
 SUCCESS = 0
 PUBLISH_QOS0 = 0x30
@@ -159,6 +160,7 @@ class MqttLink:
         self._rng = random.Random()
         self._writer: _Qos0Writer | None = None
         self._flush_scheduled = False
+        self._version = gmqtt.constants.MQTTv50  # 3.1.1 once a broker refuses 5
         # WAL batch future -> (the connection its messages came on, their packet ids)
         self._ack_batches: dict[asyncio.Future[object], tuple[object, list[int]]] = {}
         self.lean = self._install_lean_receive(self._client)
@@ -258,7 +260,7 @@ class MqttLink:
                     "broker %s:%s unavailable (%s); retrying in %.1f s",
                     self.settings.host,
                     self.settings.port,
-                    error,
+                    error or type(error).__name__,
                     delay,
                 )
                 await self._close_quietly()
@@ -269,15 +271,17 @@ class MqttLink:
         self._lost.clear()
         self._subscribed.clear()
         tls = tls_context(s) or False
-        connecting = self._client.connect(s.host, s.port, ssl=tls, keepalive=s.keepalive_s)
-        await asyncio.wait_for(connecting, CONNECT_TIMEOUT_S)
+        connecting = self._client.connect(
+            s.host, s.port, ssl=tls, keepalive=s.keepalive_s, version=self._version
+        )
+        await self._until_lost(connecting, CONNECTING)
         mqtt5 = self._client._connection_state.protocol_version >= gmqtt.constants.MQTTv50
         if not mqtt5 and not self.lean:
             log.error("the broker refused MQTT 5: gmqtt acknowledges before the log is written")
         connection = self._client._connection
         self._writer = _Qos0Writer(connection._protocol, mqtt5) if self.lean else None
         self._subscribe_mid = self._client.subscribe(self.subscription, qos=1)
-        await asyncio.wait_for(self._subscribed.wait(), CONNECT_TIMEOUT_S)
+        await self._until_lost(self._subscribed.wait(), "while subscribing")
         self._lost.clear()  # stale signals from refused attempts
         if not self._client.is_connected:
             raise OSError("connection lost right after subscribing")
@@ -287,6 +291,35 @@ class MqttLink:
         self.status_published += 1
         self.flush_backlog()
         log.info("connected to %s:%s, subscribed to %s", s.host, s.port, self.subscription)
+
+    async def _until_lost(self, step: Awaitable[object], what: str) -> None:
+        """Await a connection step, but give up at once when gmqtt reports the connection
+        lost (a refused CONNACK or protocol downgrade never completes ``connect``)."""
+        step_task = asyncio.ensure_future(step)
+        lost_task = asyncio.ensure_future(self._lost.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {step_task, lost_task}, timeout=CONNECT_TIMEOUT_S, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            for task in (step_task, lost_task):
+                task.cancel()
+        if step_task in done:
+            step_task.result()  # raises a connect error
+            return
+        if what == CONNECTING:
+            self._try_other_version()
+        reason = "connection lost" if lost_task in done else f"no answer in {CONNECT_TIMEOUT_S} s"
+        raise OSError(f"{reason} {what}")
+
+    def _try_other_version(self) -> None:
+        """A broker that refuses MQTT 5 (CONNACK 1) or does not answer it at all (amqtt, the
+        embedded fallback) gets MQTT 3.1.1 on the next attempt, and the other way round.
+        Crash safety holds under both: this module sends the PUBACKs itself."""
+        v5, v311 = gmqtt.constants.MQTTv50, gmqtt.constants.MQTTv311
+        self._version = v311 if self._version == v5 else v5
+        if self._version == v311:
+            log.warning("no MQTT 5 session from the broker; trying MQTT 3.1.1")
 
     def _connection_lost(self) -> None:
         if self._stopping:
@@ -514,6 +547,35 @@ class ToolClient:
             if not slot.done():
                 slot.set_result(None)
                 break
+
+    async def _until_lost(self, step: Awaitable[object], what: str) -> None:
+        """Await a connection step, but give up at once when gmqtt reports the connection
+        lost (a refused CONNACK or protocol downgrade never completes ``connect``)."""
+        step_task = asyncio.ensure_future(step)
+        lost_task = asyncio.ensure_future(self._lost.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {step_task, lost_task}, timeout=CONNECT_TIMEOUT_S, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            for task in (step_task, lost_task):
+                task.cancel()
+        if step_task in done:
+            step_task.result()  # raises a connect error
+            return
+        if what == CONNECTING:
+            self._try_other_version()
+        reason = "connection lost" if lost_task in done else f"no answer in {CONNECT_TIMEOUT_S} s"
+        raise OSError(f"{reason} {what}")
+
+    def _try_other_version(self) -> None:
+        """A broker that refuses MQTT 5 (CONNACK 1) or does not answer it at all (amqtt, the
+        embedded fallback) gets MQTT 3.1.1 on the next attempt, and the other way round.
+        Crash safety holds under both: this module sends the PUBACKs itself."""
+        v5, v311 = gmqtt.constants.MQTTv50, gmqtt.constants.MQTTv311
+        self._version = v311 if self._version == v5 else v5
+        if self._version == v311:
+            log.warning("no MQTT 5 session from the broker; trying MQTT 3.1.1")
 
     def _connection_lost(self) -> None:
         if self._lost_error is not None:
