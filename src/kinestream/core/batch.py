@@ -302,7 +302,7 @@ class _Job:
         columns = {}
         for name in parts[0].columns:
             chunks = [part.columns[name] for part in parts]
-            if name == "trip":
+            if name == "trip" and len(chunks) > 1:
                 chunks = [
                     np.where(c >= 0, c + off, -1) for c, off in zip(chunks, offsets, strict=False)
                 ]
@@ -343,7 +343,10 @@ class _Job:
         by_vehicle: dict[int, list[tuple[int, Rejection]]] = {
             code: list(items) for code, items in self.step_rejections.items()
         }
-        for position in np.flatnonzero(~self.valid & ~self.to_stream[self.codes]).tolist():
+        invalid = np.empty(0, dtype=np.intp)
+        if not self.valid.all():
+            invalid = np.flatnonzero(~self.valid & ~self.to_stream[self.codes])
+        for position in invalid.tolist():
             code = int(self.codes[position])
             reading = Reading(
                 self.names[code], float(self.ts[position]), float(self.raw_speed[position])
