@@ -242,3 +242,17 @@ def test_fast_kinematics_json_equals_the_dataclass_serialisation(record):
     """The hand-listed fields serialise exactly like orjson's dataclass support (all fields,
     same order), so a field added to Kinematics cannot silently go missing."""
     assert kinematics_json(record) == orjson.dumps(record)
+
+
+def test_vehicle_checkpointed_after_eviction_resumes_from_the_store(tmp_path):
+    """Evicted, then written by a checkpoint, then back: the same book finds it in the store."""
+    h = Harness(tmp_path, max_vehicles=1)
+    h.send("a", T0, 10.0)
+    h.send("a", T0 + 1, 10.0)
+    h.send("b", T0 + 2, 10.0)  # evicts a
+    rows = h.book.take_dirty()
+    h.store.save([row.stored() for row in rows], wal_generation=1)
+    h.book.saved(rows, ok=True)
+    assert not h.book.evicted and not h.book.saving
+    h.send("a", T0 + 3, 10.0)  # evicts b, resumes a from SQLite
+    assert h.on("vehicles/a/kinematics")[-1]["distance_m"] == pytest.approx(30.0)

@@ -67,6 +67,9 @@ class VehicleBook:
         self.evicted: dict[str, Snapshot] = {}  # evicted since the last checkpoint
         self.saving: dict[str, Snapshot] = {}  # in a checkpoint being written
         self.evictions = 0
+        # Which vehicles the store holds: a new vehicle costs no SQLite lookup (~18 us each,
+        # a visible spike when a fleet first connects).
+        self.stored_ids: set[str] = store.ids()
 
     def __len__(self) -> int:
         return len(self.arrived)
@@ -79,7 +82,7 @@ class VehicleBook:
         stored = (
             self.evicted.pop(vehicle_id, None)
             or self.saving.get(vehicle_id)
-            or self.store.load(vehicle_id)
+            or (self.store.load(vehicle_id) if vehicle_id in self.stored_ids else None)
         )
         if stored is not None:
             self.restore(stored)
@@ -155,6 +158,8 @@ class VehicleBook:
                     self.dirty.add(row.vehicle_id)
                 else:
                     self.evicted.setdefault(row.vehicle_id, row)
+        else:
+            self.stored_ids.update(row.vehicle_id for row in rows)
         self.saving = {}
 
     # Ticks ------------------------------------------------------------------------------

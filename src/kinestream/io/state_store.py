@@ -128,6 +128,9 @@ class StateStore:
         for row in cursor:
             yield StoredVehicle(*row)
 
+    def ids(self) -> set[str]:
+        return {row[0] for row in self._connection().execute("SELECT vehicle_id FROM vehicles")}
+
     def list_ids(self) -> list[str]:
         rows = self._connection().execute("SELECT vehicle_id FROM vehicles ORDER BY vehicle_id")
         return [row[0] for row in rows]
