@@ -1,6 +1,7 @@
 """Batch core throughput (readings/s) per estimator method on an in-memory fleet.
 
-Run by hand: ``python benchmarks/batch_throughput.py [--readings N] [--vehicles V]``.
+Run by hand:
+``PYTHONPATH=src python benchmarks/batch_throughput.py [--readings N] [--vehicles V]``.
 Readings arrive interleaved (every vehicle at each second, like a live fleet), 1 Hz with
 noise, stops and a few gaps; the timing covers ``process_batch_codes`` only (CPU time).
 """

@@ -1,6 +1,7 @@
 """Streaming core cost per reading (µs), per estimator method: Fleet.update on a noisy fleet.
 
-Run by hand: ``python benchmarks/core_throughput.py [--readings N] [--vehicles V]``.
+Run by hand:
+``PYTHONPATH=src python benchmarks/core_throughput.py [--readings N] [--vehicles V]``.
 Readings are built before timing; the loop measures only ``Fleet.update``.
 """
 
