@@ -7,6 +7,7 @@ the same client can reach, so kinestream's figures are reported as ratios to it.
 Clients: gmqtt (default optimistic acknowledgement: PUBACK before the handler runs),
 gmqtt-ackafter (PUBACK after the handler returns, the mode a crash-safe daemon needs),
 gmqtt-lean (QoS 0 out encoded by hand and written once per event-loop pass),
+gmqtt-fastrx (gmqtt-lean plus PUBLISH parsed straight from data_received),
 raw (no client library at all: the floor of an asyncio echo),
 paho (its own network loop, one thread), aiomqtt (asyncio wrapper around paho).
 Prints READY once the subscription is acknowledged; runs until SIGTERM.
@@ -102,6 +103,82 @@ class BatchedWriter:
     def flush(self) -> None:
         data, self.pending = b"".join(self.pending), []
         self.client._connection._protocol.write_data(data)
+
+
+def fast_receive(client, on_publish) -> None:
+    """Parse PUBLISH packets straight from gmqtt's protocol.data_received.
+
+    gmqtt queues every packet through an asyncio.Queue to its read loop, then parses MQTT 5
+    properties and checks whether on_message is a coroutine function, per message. Here
+    complete PUBLISH packets are handed to on_publish(topic, payload, qos, packet_id) at once;
+    every other packet goes on to gmqtt unchanged. Uses gmqtt's private protocol object.
+    """
+    protocol = client._connection._protocol
+    forward = protocol.data_received
+    mqtt5 = protocol.proto_ver == 5
+    buffer = bytearray()
+
+    def data_received(data: bytes) -> None:
+        buffer.extend(data)
+        packets, used = split_packets(buffer)
+        del buffer[:used]
+        others = []
+        for first, body in packets:
+            if first >> 4 != 3:
+                others.append(_repack(first, body))
+                continue
+            qos = (first >> 1) & 0x03
+            topic_len = int.from_bytes(body[:2], "big")
+            start = 2 + topic_len
+            packet_id = 0
+            if qos:
+                packet_id = int.from_bytes(body[start : start + 2], "big")
+                start += 2
+            if mqtt5:  # skip the property block (variable byte integer length)
+                length, multiplier = 0, 1
+                while True:
+                    digit = body[start]
+                    start += 1
+                    length += (digit & 0x7F) * multiplier
+                    multiplier *= 128
+                    if not digit & 0x80:
+                        break
+                start += length
+            on_publish(body[2 : 2 + topic_len].decode(), body[start:], qos, packet_id)
+        if others:
+            forward(b"".join(others))
+
+    protocol.data_received = data_received
+
+
+def _repack(first: int, body: bytes) -> bytes:
+    size, header = len(body), bytearray((first,))
+    while True:
+        digit, size = size % 128, size // 128
+        header.append(digit | 0x80 if size else digit)
+        if not size:
+            return bytes(header) + body
+
+
+async def run_gmqtt_fastrx(port: int, qos_in: int) -> None:
+    import gmqtt
+
+    client = gmqtt.Client("bench-echo")
+    subscribed = asyncio.Event()
+    client.on_subscribe = lambda *args: subscribed.set()
+    await client.connect("127.0.0.1", port)
+    writer = BatchedWriter(client, mqtt5=client._connection._protocol.proto_ver == 5)
+
+    def on_publish(topic: str, payload: bytes, qos: int, packet_id: int) -> None:
+        writer.publish(out_topic(topic), payload)
+        if qos:
+            writer.pending.append(puback_packet(packet_id))
+
+    fast_receive(client, on_publish)
+    client.subscribe(IN_FILTER, qos=qos_in)
+    await subscribed.wait()
+    ready()
+    await asyncio.Event().wait()
 
 
 async def run_gmqtt_lean(port: int, qos_in: int) -> None:
@@ -206,7 +283,8 @@ async def run_aiomqtt(port: int, qos_in: int, qos_out: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--client", choices=("gmqtt", "gmqtt-ackafter", "gmqtt-lean", "raw", "paho", "aiomqtt")
+        "--client",
+        choices=("gmqtt", "gmqtt-ackafter", "gmqtt-lean", "gmqtt-fastrx", "raw", "paho", "aiomqtt"),
     )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--qos-in", type=int, choices=(0, 1), default=0)
@@ -217,7 +295,9 @@ def main() -> None:
     if args.client == "paho":
         run_paho(args.port, args.qos_in, args.qos_out)
         return
-    if args.client == "raw":
+    if args.client == "gmqtt-fastrx":
+        coroutine = run_gmqtt_fastrx(args.port, args.qos_in)
+    elif args.client == "raw":
         coroutine = run_raw(args.port, args.qos_in)
     elif args.client == "gmqtt-lean":
         coroutine = run_gmqtt_lean(args.port, args.qos_in)
