@@ -195,3 +195,20 @@ def test_save_and_restore_mid_stream_changes_nothing(readings, cut):
     out += [r for reading in readings[cut:] for r in resumed.update(reading)]
     out += resumed.finish()
     assert out == whole
+
+
+@pytest.mark.parametrize("method", [Method.DIFFERENCE, Method.KALMAN])
+@settings(max_examples=2 * EXAMPLES, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.sampled_from(VEHICLES), anything, anything), max_size=40),
+    bound_s=st.sampled_from([0.0, 1.5]),
+    finish=st.booleans(),
+)
+def test_no_input_makes_the_batch_raise(method, rows, bound_s, finish):
+    """Any values at all: process_batch returns, and accounts for every reading."""
+    params = params_for(method, reorder_bound_s=bound_s, min_timestamp_s=-math.inf)
+    readings = [Reading(v, ts, speed) for v, ts, speed in rows]
+    result = run_batch(params, readings, finish)
+    assert int(result.readings.sum()) == len(rows)
+    if finish:  # nothing is left held: every reading is a row, a rejection or a duplicate
+        assert len(result) + len(result.rejections) + int(result.duplicates.sum()) == len(rows)
