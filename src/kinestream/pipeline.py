@@ -102,18 +102,23 @@ class Pipeline:
         book.touched.add(vehicle_id)
         book.dirty.add(vehicle_id)
         latest_ts = book.latest_ts
+        update = self.fleet.update
         for reading in readings:
-            too_early = check_not_future(reading, received_at, self.max_future_s)
-            if too_early is not None:
-                self.dead_letter(too_early, topic, payload, received_at)
-                continue
-            records = self.fleet.update(reading)
+            if reading.ts - received_at > self.max_future_s:
+                too_early = check_not_future(reading, received_at, self.max_future_s)
+                if too_early is not None:
+                    self.dead_letter(too_early, topic, payload, received_at)
+                    continue
+            records = update(reading)
             # Accepted or held (reorder buffer): the vehicle's event-time clock moves on.
             if (not records or type(records[0]) is not Rejection) and reading.ts > latest_ts.get(
                 vehicle_id, 0.0
             ):
                 latest_ts[vehicle_id] = reading.ts
-            self.dispatch(records, topic, payload, received_at, redelivered)
+            if len(records) == 1 and type(records[0]) is Kinematics:  # the common case
+                self.kinematics(records[0], received_at)
+            else:
+                self.dispatch(records, topic, payload, received_at, redelivered)
 
     def tick(self, now_wall: float) -> None:
         """Tick vehicles whose deadline passed, then publish retained state that was held.
