@@ -327,7 +327,7 @@ def start_private_broker(
     if not use_mosquitto and importlib.util.find_spec("amqtt") is None:
         raise BrokerError(
             "no mosquitto binary (Debian: apt-get install mosquitto) and no amqtt for the "
-            "embedded broker (pip install amqtt): install either"
+            "embedded broker (pip install 'kinestream[demo]'): install either"
         )
     broker: PrivateBroker = MosquittoBroker(options) if use_mosquitto else EmbeddedBroker(options)
     try:
