@@ -175,5 +175,6 @@ def test_without_mosquitto_or_amqtt_the_error_says_what_to_install(monkeypatch):
         "find_spec",
         lambda name, *a: None if name == "amqtt" else real_find_spec(name, *a),
     )
-    with pytest.raises(BrokerError, match=r"apt-get install mosquitto.*pip install 'kinestream\[demo\]'"):
+    expected = r"apt-get install mosquitto.*pip install 'kinestream\[demo\]'"
+    with pytest.raises(BrokerError, match=expected):
         broker_module.start_private_broker()
