@@ -25,6 +25,7 @@ from kinestream.pipeline import Pipeline
 from kinestream.vehicles import Snapshot, VehicleBook
 
 log = logging.getLogger(__name__)
+EXPORT_SLICE = 256  # vehicles exported per event-loop pass during a checkpoint
 
 
 class DurableLog:
@@ -117,7 +118,10 @@ class Checkpointer:
             self.durable.flush()
             # Between two messages: the state now reflects exactly the older segments.
             generation = self.durable.wal.open_next()
-            rows = self.book.take_dirty()
+            self.book.begin_snapshot()
+            while not self.book.export_some(EXPORT_SLICE):
+                await asyncio.sleep(0)  # messages go on meanwhile (copy-on-write)
+            rows = self.book.finish_snapshot()
             try:
                 self.in_flight = True
                 await in_daemon_thread(self._write, rows, generation)

@@ -98,6 +98,8 @@ class Pipeline:
         book = self.book
         if vehicle_id not in book.arrived:
             book.resume(vehicle_id, received_at)
+        if vehicle_id in book.exporting:  # a checkpoint needs its state from before this
+            book.export_pending(vehicle_id)
         book.arrived[vehicle_id] = received_at
         book.touched.add(vehicle_id)
         book.dirty.add(vehicle_id)
@@ -136,6 +138,8 @@ class Pipeline:
         """``Fleet.tick`` each (vehicle, event time) and publish what it closes or releases."""
         book = self.book
         for vehicle_id, now_ts in due:
+            if vehicle_id in book.exporting:
+                book.export_pending(vehicle_id)
             self.dispatch(self.fleet.tick(vehicle_id, now_ts), None, b"", now_wall)
             book.touched.add(vehicle_id)
             book.dirty.add(vehicle_id)

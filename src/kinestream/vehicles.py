@@ -66,6 +66,8 @@ class VehicleBook:
         self.due_at: dict[str, float] = {}  # wall time at which the core wants a tick
         self.evicted: dict[str, Snapshot] = {}  # evicted since the last checkpoint
         self.saving: dict[str, Snapshot] = {}  # in a checkpoint being written
+        self.exporting: set[str] = set()  # in the running snapshot, not exported yet
+        self._snapshot: list[Snapshot] = []
         self.evictions = 0
         # Which vehicles the store holds: a new vehicle costs no SQLite lookup (~18 us each,
         # a visible spike when a fleet first connects).
@@ -113,6 +115,8 @@ class VehicleBook:
 
     def evict(self, vehicle_id: str) -> None:
         """Move a vehicle's state out of memory; the next checkpoint writes it."""
+        if vehicle_id in self.exporting:
+            self.export_pending(vehicle_id)
         self.evicted[vehicle_id] = self.snapshot(vehicle_id, self.fleet.evict(vehicle_id))
         del self.arrived[vehicle_id]
         self.latest_ts.pop(vehicle_id, None)
@@ -140,15 +144,45 @@ class VehicleBook:
             self.arrived.get(vehicle_id),
         )
 
-    def take_dirty(self) -> list[Snapshot]:
-        """Snapshot everything changed since the last checkpoint (call between messages)."""
-        export = self.fleet.export_state
-        rows = [self.snapshot(vid, export(vid)) for vid in self.dirty]
-        rows.extend(self.evicted.values())
-        self.saving = {row.vehicle_id: row for row in rows}
+    # A checkpoint's snapshot is taken in slices, copy-on-write: ``begin_snapshot`` fixes the
+    # instant (the caller rotates the log at the same moment); until a vehicle has been
+    # exported, anything that would change its state first exports it (``export_pending``:
+    # called before Fleet.update, Fleet.tick and eviction). So every vehicle is saved as it was
+    # at that instant, without exporting thousands of them in one block of the event loop.
+
+    def begin_snapshot(self) -> None:
+        self.exporting = self.dirty
         self.dirty = set()
+        self._snapshot = list(self.evicted.values())
+        self.saving = dict(self.evicted)
         self.evicted = {}
+
+    def export_some(self, count: int) -> bool:
+        """Export up to ``count`` more vehicles of the snapshot; True when none are left."""
+        exporting = self.exporting
+        for _ in range(min(count, len(exporting))):
+            self._export(exporting.pop())
+        return not exporting
+
+    def export_pending(self, vehicle_id: str) -> None:
+        """Called before a change to a vehicle the running snapshot has not exported yet."""
+        self.exporting.discard(vehicle_id)
+        self._export(vehicle_id)
+
+    def _export(self, vehicle_id: str) -> None:
+        row = self.snapshot(vehicle_id, self.fleet.export_state(vehicle_id))
+        self._snapshot.append(row)
+        self.saving[vehicle_id] = row
+
+    def finish_snapshot(self) -> list[Snapshot]:
+        rows, self._snapshot = self._snapshot, []
         return rows
+
+    def take_dirty(self) -> list[Snapshot]:
+        """The whole snapshot at once (tests, and nothing else running)."""
+        self.begin_snapshot()
+        self.export_some(len(self.exporting))
+        return self.finish_snapshot()
 
     def saved(self, rows: Iterable[Snapshot], ok: bool) -> None:
         """After a checkpoint: forget the snapshot, or mark it dirty again if the write failed."""
