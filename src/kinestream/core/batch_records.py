@@ -10,9 +10,11 @@ import numpy.typing as npt
 from kinestream.core import batch_segments as seg
 from kinestream.core.batch_plan import BatchInput, Plan, take
 from kinestream.core.batch_result import optional
+from kinestream.core.harsh import HARSH_ACCELERATION, HARSH_BRAKING
 from kinestream.core.integrator import segmented_compensated_cumsum
 from kinestream.core.records import HarshEvent, Kinematics, Reading, TripSummary
 from kinestream.core.tracker import BRIDGED_GAP_FLAG, Tracker
+from kinestream.core.trips import trip_id_for
 from kinestream.core.units import STANDARD_GRAVITY_MPS2
 from kinestream.core.validation import CLAMPED_FLAG
 
@@ -60,9 +62,7 @@ def vectorised_part(inp: BatchInput, plan: Plan) -> Part:
     harsh = seg.segment_harsh(block, spans.end[closed], inp.finish, p)
     trip_distance, trip_bridged = _trip_distances(spans, increment, bridged)
     codes = take(inp.codes, plan.pos)
-    trip_ids = [
-        f"{inp.names[codes[s]]}-{round(float(ts[s]) * 1000.0)}" for s in spans.start.tolist()
-    ]
+    trip_ids = [trip_id_for(inp.names[codes[s]], float(ts[s])) for s in spans.start.tolist()]
     events = _events(inp, harsh, codes, ts, spans.of_reading, trip_ids)
     trips = _trip_summaries(inp, plan, spans, trip_ids, trip_distance, trip_bridged, harsh, block)
     columns = {
@@ -121,7 +121,7 @@ def _events(  # noqa: PLR0917
         events.append(
             HarshEvent(
                 vehicle_id=inp.names[int(codes[last])],
-                type="harsh_acceleration" if harsh.accelerating[k] else "harsh_braking",
+                type=HARSH_ACCELERATION if harsh.accelerating[k] else HARSH_BRAKING,
                 start_ts=float(harsh.start_ts[k]),
                 end_ts=float(ts[last]),
                 peak_g=float(harsh.peak_mps2[k]) / STANDARD_GRAVITY_MPS2,
@@ -197,9 +197,11 @@ def _resumed_rests(
 
 
 def stream_part(inp: BatchInput, code: int) -> tuple[Part, list[object]]:
-    """Run one vehicle through the streaming Tracker (out of order, duplicates...)."""
+    """Run one vehicle through the streaming Tracker (reordering within a bound, or step
+    violations the fixpoint gave up on): the same records by construction."""
     name = inp.names[code]
-    positions = np.flatnonzero(inp.codes == code)
+    # Grouped by code: the vehicle's readings are one contiguous run, in arrival order.
+    positions = np.arange(*np.searchsorted(inp.codes, [code, code + 1]))
     tracker = Tracker(name, inp.params)
     rows: list[tuple[int, Kinematics]] = []
     first_index_of_ts: dict[float, int] = {}
@@ -225,6 +227,7 @@ def stream_part(inp: BatchInput, code: int) -> tuple[Part, list[object]]:
 
 
 def part_from_records(code: int, rows: list[tuple[int, Kinematics]], records: list[object]) -> Part:
+    """Columns from a streamed vehicle's Kinematics (with the input index of each)."""
     trip_ids: list[str] = []
     number: dict[str, int] = {}
     for _, k in rows:
