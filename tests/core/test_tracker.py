@@ -167,3 +167,22 @@ def test_tick_without_a_time_does_nothing():
     tracker.update(Reading("v", T0, 5.0))
     assert tracker.tick(math.nan) == []
     assert tracker.next_deadline() == T0 + 2.0
+
+
+def test_finish_dates_a_resting_trip_from_when_it_came_to_rest():
+    """End of data while at rest: the trip ends (end_of_data) at the moment it stopped."""
+    tracker = Tracker("v", params())
+    feed(tracker, readings([0, 5, 5, 0, 0, 0], "v"))
+    (summary,) = of_type(tracker.finish(), TripSummary)
+    assert (summary.end_reason, summary.end_ts) == ("end_of_data", T0 + 3)
+
+
+def test_deadline_with_a_reorder_bound_is_shifted_by_the_bound():
+    """tick judges at now - B, so the rest deadline is announced B later."""
+    tracker = Tracker("v", params(reorder_bound_s=2.0))
+    feed(tracker, readings([0, 5, 5] + [0] * 100, "v"))  # at rest from T0 + 3 to T0 + 102
+    tracker.tick(T0 + 104.0)  # releases everything up to T0 + 102
+    assert tracker.next_deadline() == T0 + 3 + 180.0 + 2.0
+    assert of_type(tracker.tick(T0 + 3 + 180.0 + 1.9), TripSummary) == []
+    (summary,) = of_type(tracker.tick(T0 + 3 + 180.0 + 2.0), TripSummary)
+    assert summary.end_reason == "stopped"
