@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "src")]
 
 import nats  # noqa: E402
-from tests.integration.nats_helpers import Worker, start_nats_server  # noqa: E402
+from tests.integration.helpers import wait_until  # noqa: E402
+from tests.integration.nats_helpers import NatsObserver, Worker, start_nats_server  # noqa: E402
 
 T0 = 1767225600.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -40,23 +41,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-async def wait_balanced(url: str, partitions: int, workers: int) -> None:
-    nc = await nats.connect(url)
+def wait_balanced(url: str, partitions: int, workers: int) -> None:
+    observer = NatsObserver(url, [])
     try:
-        while True:
-            try:
-                kv = await nc.jetstream().key_value("kinestream-leases")
-                owners = set()
-                for key in await kv.keys():
-                    if key.startswith("partitions."):
-                        owners.add((await kv.get(key)).value)
-                if len(owners) == workers and len(await kv.keys()) == partitions + workers:
-                    return
-            except Exception:  # bucket not there yet, no keys yet
-                pass
-            await asyncio.sleep(0.2)
+        wait_until(
+            lambda: (
+                len(owners := observer.kv_items("kinestream-leases", "partitions.")) == partitions
+                and len(set(owners.values())) == workers
+            ),
+            f"{workers} workers sharing {partitions} partitions",
+        )
     finally:
-        await nc.close()
+        observer.close()
 
 
 async def publish_and_wait(
@@ -101,7 +97,7 @@ def run_once(workers: int, partitions: int, vehicles: int, readings: int) -> dic
         try:
             for index in range(workers):
                 started.append(Worker(server, f"bench{index}", partitions, directory))
-            asyncio.run(wait_balanced(server.url, partitions, workers))
+            wait_balanced(server.url, partitions, workers)
             cpu_before = [cpu_seconds(w.process.pid) for w in started]
             server_before = cpu_seconds(server.process.pid)
             published_s, done_s, writes = asyncio.run(

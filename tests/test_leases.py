@@ -46,8 +46,11 @@ class FakeBucket:
         del self.entries[key]
         return True
 
-    async def items(self, prefix):
-        return {k: v for k, (v, _r) in self.entries.items() if k.startswith(prefix)}
+    async def keys_with_values(self, prefix):
+        return [k for k in self.entries if k.startswith(prefix)]
+
+    async def purge_key(self, key):
+        self.entries.pop(key, None)
 
     def expire(self, key: str) -> None:
         """What the bucket's TTL does to a key nobody renewed."""

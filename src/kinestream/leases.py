@@ -78,7 +78,9 @@ class Leases:
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             try:
-                await self.step()
+                await asyncio.wait_for(self.step(), self.ttl_s)
+            except TimeoutError:
+                log.warning("lease round took over %.1f s; trying again", self.ttl_s)
             except Exception:  # a lost connection: keep trying; the time fence protects us
                 log.exception("lease round failed")
             with contextlib.suppress(TimeoutError):
@@ -88,7 +90,7 @@ class Leases:
         """Renew membership and leases, then move towards the fair share."""
         await self.bucket.put(f"{WORKERS_PREFIX}{self.worker_id}", b"")
         await self._renew()
-        live = await self.bucket.items(WORKERS_PREFIX)
+        live = await self.bucket.keys_with_values(WORKERS_PREFIX)  # expired/purged ones vanish
         self.live_workers = max(1, len(live))
         target = fair_share(self.partitions, self.live_workers)
         if len(self.revision) > target:
@@ -111,14 +113,17 @@ class Leases:
                 self.renewed_at[partition] = sent_at
 
     async def _take_free(self, wanted: int) -> None:
-        held = await self.bucket.items(PARTITIONS_PREFIX)
-        free = [p for p in range(self.partitions) if partition_key(p) not in held]
-        random.shuffle(free)  # workers racing for free partitions rarely collide
-        for partition in free[:wanted]:
+        # Try every partition we do not hold: create fails at once where a lease exists.
+        others = [p for p in range(self.partitions) if p not in self.revision]
+        random.shuffle(others)  # workers racing for free partitions rarely collide
+        for partition in others:
+            if wanted <= 0:
+                break
             sent_at = self._clock()
             revision = await self.bucket.create(partition_key(partition), self.worker_id.encode())
             if revision is None:
-                continue  # another worker was faster
+                continue  # held by another worker
+            wanted -= 1
             self.revision[partition] = revision
             self.renewed_at[partition] = sent_at
             self.takeovers += 1
@@ -142,7 +147,8 @@ class Leases:
     async def give_back_all(self) -> None:
         for partition in self.owned:
             await self.give_back(partition)
-        await self.bucket.delete(f"{WORKERS_PREFIX}{self.worker_id}")
+        # Purged, not deleted: a delete marker would still count as a member.
+        await self.bucket.purge_key(f"{WORKERS_PREFIX}{self.worker_id}")
 
     async def _forget(self, partition: int, lost: bool) -> None:
         self.revision.pop(partition, None)

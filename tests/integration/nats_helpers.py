@@ -183,21 +183,26 @@ class NatsObserver:
             return list(self.outputs)
 
     def kv_items(self, bucket: str, prefix: str) -> dict[str, bytes]:
+        """Live keys under ``prefix`` and their values (from the stream's subjects, then gets)."""
+
         async def read() -> dict[str, bytes]:
+            import nats.js.errors
+
             js = self._nc.jetstream()  # type: ignore[attr-defined]
             try:
                 kv = await js.key_value(bucket)
-            except Exception:
+                info = await js.stream_info(
+                    f"KV_{bucket}", subjects_filter=f"$KV.{bucket}.{prefix}>"
+                )
+            except nats.js.errors.NotFoundError:
                 return {}
             found: dict[str, bytes] = {}
-            watcher = await kv.watch(f"{prefix}>", ignore_deletes=True)
-            try:
-                async for entry in watcher:
-                    if entry is None:
-                        break
-                    found[entry.key] = entry.value or b""
-            finally:
-                await watcher.stop()
+            for subject in info.state.subjects or {}:
+                key = subject[len(f"$KV.{bucket}.") :]
+                with contextlib.suppress(
+                    nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError
+                ):
+                    found[key] = (await kv.get(key)).value or b""
             return found
 
         return self._call(read())  # type: ignore[return-value]

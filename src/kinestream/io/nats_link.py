@@ -51,8 +51,11 @@ class Delivery:
 class Bucket:
     """A KV bucket with revision-checked writes that report a lost race as ``None``."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue, name: str) -> None:
+        self._js = js
         self._kv = kv
+        self._stream = f"KV_{name}"
+        self._pre = f"$KV.{name}."
 
     async def get(self, key: str) -> tuple[bytes, int] | None:
         try:
@@ -84,18 +87,18 @@ class Bucket:
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
 
-    async def items(self, prefix: str) -> dict[str, bytes]:
-        """Live keys starting with ``prefix`` and their values (deleted ones left out)."""
-        found: dict[str, bytes] = {}
-        watcher = await self._kv.watch(f"{prefix}>", ignore_deletes=True)
-        try:
-            async for entry in watcher:
-                if entry is None:  # the initial values are all delivered
-                    break
-                found[entry.key] = entry.value or b""
-        finally:
-            await watcher.stop()
-        return found
+    async def keys_with_values(self, prefix: str) -> list[str]:
+        """Keys under ``prefix`` holding a message (a value or a delete marker).
+
+        From the stream's subject counts, not a KV watcher: a watcher waits for the end of the
+        initial values, which never comes if a key expires between its creation and delivery.
+        """
+        info = await self._js.stream_info(self._stream, subjects_filter=f"{self._pre}{prefix}>")
+        return [subject[len(self._pre) :] for subject in (info.state.subjects or {})]
+
+    async def purge_key(self, key: str) -> None:
+        """Remove every message of ``key``, leaving no delete marker behind."""
+        await self._js.purge_stream(self._stream, subject=f"{self._pre}{key}")
 
 
 def ack_reply_position(reply: str) -> tuple[int, float]:
@@ -111,7 +114,7 @@ def ack_reply_position(reply: str) -> tuple[int, float]:
 
 
 class PartitionConsumer:
-    """A pull subscription on one partition's durable consumer."""
+    """A pull subscription on one partition's durable consumer (nats-py's ``fetch``)."""
 
     def __init__(self, subscription: JetStreamContext.PullSubscription, name: str) -> None:
         self._sub = subscription
@@ -182,7 +185,7 @@ class NatsLink:
     ) -> Bucket:
         assert self.js is not None
         try:
-            return Bucket(await self.js.key_value(name))
+            return Bucket(self.js, await self.js.key_value(name), name)
         except nats.js.errors.BucketNotFoundError:
             pass
         config = KeyValueConfig(
@@ -193,9 +196,9 @@ class NatsLink:
             storage=StorageType.MEMORY if memory else StorageType.FILE,
         )
         try:
-            return Bucket(await self.js.create_key_value(config))
+            return Bucket(self.js, await self.js.create_key_value(config), name)
         except nats.js.errors.BadRequestError:
-            return Bucket(await self.js.key_value(name))
+            return Bucket(self.js, await self.js.key_value(name), name)
 
     async def take_over_partition(
         self, stream: str, name_prefix: str, name: str, max_ack_pending: int
