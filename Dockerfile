@@ -13,7 +13,8 @@ COPY src ./src
 # A non-editable install: the image needs no source tree at run time. The bundled sample
 # data stays readable under /opt/kinestream/src/kinestream/data for the simulator. tzdata:
 # zoneinfo needs an IANA database (--timezone, UTC by default) and slim images may lack one.
-RUN python -m pip install . tzdata \
+# The nats extra: the same image runs the partitioned workers of the compose profile `nats`.
+RUN python -m pip install ".[nats]" tzdata \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/kinestream kinestream \
     && mkdir -p /var/lib/kinestream/state \
     && chown -R kinestream:kinestream /var/lib/kinestream
