@@ -29,7 +29,7 @@ from kinestream.io.nats_link import Bucket, Delivery, NatsLink, PartitionConsume
 from kinestream.io.state_store import StoredVehicle
 from kinestream.leases import Leases, partition_key
 from kinestream.pipeline import Pipeline
-from kinestream.vehicles import VehicleBook
+from kinestream.vehicles import Snapshot, VehicleBook
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,10 @@ class PrefetchedStates:
 
     def load(self, vehicle_id: str) -> StoredVehicle | None:
         return self.loaded.pop(vehicle_id, None)
+
+    def ids(self) -> set[str]:
+        """None known at start; ``_load_missing`` adds each vehicle it prefetches."""
+        return set()
 
 
 @dataclass
@@ -344,6 +348,7 @@ class NatsService:
                 continue
             self.applied_seq[vehicle_id] = applied_seq
             self.cache.loaded[vehicle_id] = stored
+            book.stored_ids.add(vehicle_id)
 
     def _apply(self, partition: int, delivery: Delivery) -> None:
         topic = self._topic(delivery.subject)
@@ -398,9 +403,9 @@ class NatsService:
         self.metrics.checkpoint_done(time.monotonic() - started)
         return conflicts
 
-    async def _save(self, row: StoredVehicle) -> bool:
+    async def _save(self, row: Snapshot) -> bool:
         vehicle_id = row.vehicle_id
-        value = encode_state(self.applied_seq.get(vehicle_id, 0), row)
+        value = encode_state(self.applied_seq.get(vehicle_id, 0), row.stored())
         revision = self.state_rev.get(vehicle_id, 0)
         if revision:
             new = await self.states.update(vehicle_id, value, revision)
