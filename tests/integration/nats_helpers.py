@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,7 @@ class Output:
     body: bytes
     worker: str | None
     seq: int | None
+    received_at: float  # wall time the observer got it
 
 
 class NatsObserver:
@@ -174,6 +176,7 @@ class NatsObserver:
             msg.data,  # type: ignore[attr-defined]
             headers.get("Kinestream-Worker"),
             int(seq) if seq is not None else None,
+            time.time(),
         )
         with self._lock:
             self.outputs.append(output)

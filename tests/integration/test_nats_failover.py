@@ -173,6 +173,7 @@ def test_three_workers_one_killed_midway_loses_and_doubles_nothing(cluster, tmp_
             "the victim processing readings",
         )
         victim.kill()
+        killed_at = time.time()
         seen_at_kill = len(observer.snapshot())
         _out, err = replay.communicate(timeout=WAIT_S * 2)
     finally:
@@ -199,7 +200,11 @@ def test_three_workers_one_killed_midway_loses_and_doubles_nothing(cluster, tmp_
     assert victim.worker_id not in owners(observer).values()
     for worker in workers[1:]:
         assert worker.terminate() == 0, worker.log()
+    resumed_at = min(
+        o.received_at for o, r in published if r["vehicle_id"] in moved and o.worker != "w0"
+    )
     print(
         f"failover: {len(published)} kinematics for {total} readings "
-        f"({len(published) - total} republished after the kill), {len(moved)} vehicles moved"
+        f"({len(published) - total} republished after the kill), {len(moved)} vehicles moved, "
+        f"first output of a moved vehicle {resumed_at - killed_at:.1f} s after the kill"
     )
