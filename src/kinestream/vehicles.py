@@ -70,8 +70,10 @@ class VehicleBook:
         self._snapshot: list[Snapshot] = []
         self.evictions = 0
         # Which vehicles the store holds: a new vehicle costs no SQLite lookup (~18 us each,
-        # a visible spike when a fleet first connects).
-        self.stored_ids: set[str] = store.ids()
+        # a visible spike when a fleet first connects). None: a store that cannot list them
+        # (the NATS worker's prefetching one), asked every time.
+        ids = getattr(store, "ids", None)
+        self.stored_ids: set[str] | None = ids() if ids is not None else None
 
     def __len__(self) -> int:
         return len(self.arrived)
@@ -84,11 +86,14 @@ class VehicleBook:
         stored = (
             self.evicted.pop(vehicle_id, None)
             or self.saving.get(vehicle_id)
-            or (self.store.load(vehicle_id) if vehicle_id in self.stored_ids else None)
+            or (self.store.load(vehicle_id) if self._may_be_stored(vehicle_id) else None)
         )
         if stored is not None:
             self.restore(stored)
         self.arrived[vehicle_id] = now_wall
+
+    def _may_be_stored(self, vehicle_id: str) -> bool:
+        return self.stored_ids is None or vehicle_id in self.stored_ids
 
     def restore(self, stored: StoredVehicle | Snapshot) -> None:
         vehicle_id = stored.vehicle_id
@@ -192,7 +197,7 @@ class VehicleBook:
                     self.dirty.add(row.vehicle_id)
                 else:
                     self.evicted.setdefault(row.vehicle_id, row)
-        else:
+        elif self.stored_ids is not None:
             self.stored_ids.update(row.vehicle_id for row in rows)
         self.saving = {}
 
