@@ -593,35 +593,6 @@ class ToolClient:
                 slot.set_result(None)
                 break
 
-    async def _until_lost(self, step: Awaitable[object], what: str) -> None:
-        """Await a connection step, but give up at once when gmqtt reports the connection
-        lost (a refused CONNACK or protocol downgrade never completes ``connect``)."""
-        step_task = asyncio.ensure_future(step)
-        lost_task = asyncio.ensure_future(self._lost.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {step_task, lost_task}, timeout=CONNECT_TIMEOUT_S, return_when="FIRST_COMPLETED"
-            )
-        finally:
-            for task in (step_task, lost_task):
-                task.cancel()
-        if step_task in done:
-            step_task.result()  # raises a connect error
-            return
-        if what == CONNECTING:
-            self._try_other_version()
-        reason = "connection lost" if lost_task in done else f"no answer in {CONNECT_TIMEOUT_S} s"
-        raise OSError(f"{reason} {what}")
-
-    def _try_other_version(self) -> None:
-        """A broker that refuses MQTT 5 (CONNACK 1) or does not answer it at all (amqtt, the
-        embedded fallback) gets MQTT 3.1.1 on the next attempt, and the other way round.
-        Crash safety holds under both: this module sends the PUBACKs itself."""
-        v5, v311 = gmqtt.constants.MQTTv50, gmqtt.constants.MQTTv311
-        self._version = v311 if self._version == v5 else v5
-        if self._version == v311:
-            log.warning("no MQTT 5 session from the broker; trying MQTT 3.1.1")
-
     def _connection_lost(self) -> None:
         if self._lost_error is not None:
             return
