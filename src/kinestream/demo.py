@@ -24,7 +24,7 @@ from typing import TextIO
 
 from kinestream.errors import KinestreamError
 from kinestream.fleet_view import FleetView
-from kinestream.io.broker import PrivateBroker, free_port, start_private_broker
+from kinestream.io.broker import PrivateBroker, free_port, start_private_broker, stop_process
 from kinestream.io.mqtt import ToolClient
 from kinestream.simulator import SimulatedVehicle, build_fleet, bundled_profiles
 
@@ -85,14 +85,7 @@ class DaemonProcess:
     def stop(self, timeout_s: float = 5.0) -> None:
         """SIGTERM (the daemon checkpoints and says offline), SIGKILL after timeout_s."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s)
 
     def log_tail(self) -> str:
         try:

@@ -123,6 +123,18 @@ def _die_with_parent() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL after timeout_s; nothing to do when it already exited."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class PrivateBroker:
     """A broker child process on 127.0.0.1:port; subclasses say how to launch it.
 
@@ -198,15 +210,7 @@ class PrivateBroker:
     def stop(self, timeout_s: float = 5.0) -> None:
         """SIGTERM (Mosquitto saves its persistence file), SIGKILL after timeout_s."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, timeout_s)
 
     def kill(self) -> None:
         """SIGKILL: a crash, nothing saved since the last autosave."""
