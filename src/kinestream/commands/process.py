@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         raise KinestreamError(f"{where}: {error}") from None
     if progress:
         progress.done()
-    _report_problems(result.problems)
+    report_problems(result.problems, "kinestream process", "lines or topics skipped")
     if args.summary:
         _print_summaries(result)
     return 0
@@ -231,11 +231,13 @@ def _warn_shared_default_ids(paths: Sequence[Path], vehicle_id: str | None) -> N
             )
 
 
-def _report_problems(problems: Sequence[Problem]) -> None:
-    """Count what belongs to no vehicle on stderr, with the first few, never silently."""
+def report_problems(problems: Sequence[Problem], command: str, what: str) -> None:
+    """Count what belongs to no vehicle on stderr, with the first few, never silently.
+
+    ``what`` says what became of them: "lines or topics skipped", "... not published"."""
     if not problems:
         return
-    print(f"kinestream process: {len(problems)} lines or topics skipped:", file=sys.stderr)
+    print(f"{command}: {len(problems)} {what}:", file=sys.stderr)
     for problem in problems[:_SHOWN_PROBLEMS]:
         print(f"  {problem}", file=sys.stderr)
     if len(problems) > _SHOWN_PROBLEMS:

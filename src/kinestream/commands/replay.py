@@ -17,13 +17,12 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from kinestream.commands.process import add_input_arguments, input_options
+from kinestream.commands.process import add_input_arguments, input_options, report_problems
 from kinestream.errors import KinestreamError, UsageError
 from kinestream.io.mqtt import ToolClient, parse_broker_url, quiet_mqtt_library_logs
 from kinestream.io.replayer import Message, ReplayCounts, merge_by_time, replay_messages
 from kinestream.offline import Problem, check_inputs, input_messages
 
-_SHOWN_PROBLEMS = 5
 _BAR_WIDTH = 30
 
 
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if progress:
         progress.done(counts)
-    _report_problems(problems)
+    report_problems(problems, "kinestream replay", "unreadable lines not published")
     elapsed_s = time.monotonic() - started
     print(
         f"replayed {counts.acknowledged} messages, all acknowledged, in {elapsed_s:.1f} s",
@@ -124,16 +123,6 @@ async def _replay(
         ) from None
     finally:
         await client.disconnect()
-
-
-def _report_problems(problems: list[Problem]) -> None:
-    if not problems:
-        return
-    print(f"kinestream replay: {len(problems)} unreadable lines not published:", file=sys.stderr)
-    for problem in problems[:_SHOWN_PROBLEMS]:
-        print(f"  {problem}", file=sys.stderr)
-    if len(problems) > _SHOWN_PROBLEMS:
-        print(f"  ... and {len(problems) - _SHOWN_PROBLEMS} more", file=sys.stderr)
 
 
 def _estimate_messages(paths: list[Path]) -> int | None:
