@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kinestream.commands.process import add_input_arguments, input_options
-from kinestream.config import load_settings
-from kinestream.core.params import Method
+from kinestream.commands.process import (
+    add_input_arguments,
+    add_settings_arguments,
+    input_options,
+    load_command_settings,
+)
 from kinestream.core.records import HarshEvent, Kinematics, Record
 from kinestream.errors import KinestreamError, UsageError
 from kinestream.offline import check_inputs, process_inputs
@@ -33,14 +36,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--trip", help="draw only this trip: its id, or its number as labelled on the full figure"
     )
-    parser.add_argument(
-        "--method", choices=[m.value for m in Method], help="default: from the config (kalman)"
+    add_settings_arguments(
+        parser,
+        config_help="the daemon's TOML configuration (tracker parameters, harsh thresholds), as "
+        "for `process`; KINESTREAM_* environment variables apply as for `run`",
     )
-    parser.add_argument(
-        "--config", type=Path, metavar="FILE",
-        help="the daemon's TOML configuration (tracker parameters, harsh thresholds), as for "
-        "`process`; KINESTREAM_* environment variables apply as for `run`",
-    )  # fmt: skip
     add_input_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(args.inputs)
     if not args.output.name.lower().endswith(".png"):
         raise UsageError(f"-o {args.output}: the figure is written as PNG, name it *.png")
-    overrides = {"tracker": {"method": args.method}} if args.method else None
-    settings = load_settings(args.config, overrides)
+    settings = load_command_settings(args)
     params = settings.tracker.to_params()
     records: list[Record] = []
     keep = _keep_for(args.vehicle, records)

@@ -71,20 +71,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "-o", "--output", type=Path, metavar="OUT", help="kinematics records: .jsonl or .csv"
     )
     parser.add_argument("--summary", action="store_true", help="one JSON object per vehicle")
-    parser.add_argument(
-        "--method", choices=[m.value for m in Method], help="default: from the config (kalman)"
+    add_settings_arguments(
+        parser,
+        config_help="the daemon's TOML configuration: tracker parameters, topic prefix, payload "
+        "limit and max_future_s; KINESTREAM_* environment variables apply as for `run`",
     )
-    parser.add_argument(
-        "--config", type=Path, metavar="FILE",
-        help="the daemon's TOML configuration: tracker parameters, topic prefix, payload limit "
-        "and max_future_s; KINESTREAM_* environment variables apply as for `run`",
-    )  # fmt: skip
     parser.add_argument(
         "--jobs", type=_jobs, default=_default_jobs(), metavar="N",
         help="worker processes decoding big uncompressed logs (default: the CPUs, up to 4)",
     )  # fmt: skip
     add_input_arguments(parser)
     parser.set_defaults(handler=run)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """``--method`` and ``--config``, shared with ``plot``; read by ``load_command_settings``."""
+    parser.add_argument(
+        "--method", choices=[m.value for m in Method], help="default: from the config (kalman)"
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+
+
+def load_command_settings(args: argparse.Namespace) -> Settings:
+    """The configuration file (and KINESTREAM_* variables) with ``--method`` over them."""
+    overrides = {"tracker": {"method": args.method}} if args.method else None
+    return load_settings(args.config, overrides)
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,8 +128,7 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(args.inputs)
     if args.output is None and not args.summary:
         raise UsageError("nothing to do: give -o OUT and/or --summary")
-    overrides = {"tracker": {"method": args.method}} if args.method else None
-    settings = load_settings(args.config, overrides)
+    settings = load_command_settings(args)
     options = input_options(args, settings)
     params = settings.tracker.to_params()
     _warn_shared_default_ids(args.inputs, args.vehicle_id)
