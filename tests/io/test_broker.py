@@ -53,17 +53,24 @@ class Probe:
         self.client.loop_stop()
 
 
-def test_session_broker_delivers_qos1_messages(mqtt_broker):
-    """A message published through the session broker reaches a subscriber unchanged."""
-    subscriber, publisher = Probe(mqtt_broker), Probe(mqtt_broker)
+def assert_delivers(broker: PrivateBroker, topic_filter: str, topic: str, payload: bytes) -> None:
+    """One QoS 1 message from a second client reaches a subscriber of topic_filter unchanged."""
+    subscriber, publisher = Probe(broker), Probe(broker)
     try:
-        subscriber.subscribe("test-broker/+/speed")
-        publisher.publish("test-broker/truck-7/speed", b'{"speed": 12.5}')
+        subscriber.subscribe(topic_filter)
+        publisher.publish(topic, payload)
         assert subscriber.arrived.wait(5)
-        assert subscriber.received == [("test-broker/truck-7/speed", b'{"speed": 12.5}')]
+        assert subscriber.received == [(topic, payload)]
     finally:
         subscriber.close()
         publisher.close()
+
+
+def test_session_broker_delivers_qos1_messages(mqtt_broker):
+    """A message published through the session broker reaches a subscriber unchanged."""
+    assert_delivers(
+        mqtt_broker, "test-broker/+/speed", "test-broker/truck-7/speed", b'{"speed": 12.5}'
+    )
 
 
 def test_session_broker_is_on_a_private_loopback_port(mqtt_broker):
@@ -150,15 +157,7 @@ def test_embedded_broker_delivers_and_restarts_on_the_same_port():
         port = broker.port
         broker.restart()
         assert broker.port == port
-        subscriber, publisher = Probe(broker), Probe(broker)
-        try:
-            subscriber.subscribe("embedded/#")
-            publisher.publish("embedded/a", b"1")
-            assert subscriber.arrived.wait(5)
-            assert subscriber.received == [("embedded/a", b"1")]
-        finally:
-            subscriber.close()
-            publisher.close()
+        assert_delivers(broker, "embedded/#", "embedded/a", b"1")
     assert not broker.is_running()
 
 
