@@ -51,6 +51,12 @@ class Harness:
         self.clock.now = received_at if received_at is not None else ts
         self.pipeline.handle(f"vehicles/{vehicle}/speed", payload, self.clock.now)
 
+    def checkpoint(self) -> None:
+        """What durability's checkpoint does with the book: save the changed vehicles."""
+        rows = self.book.take_dirty()
+        self.store.save([row.stored() for row in rows], wal_generation=1)
+        self.book.saved(rows, ok=True)
+
     def on(self, topic: str) -> list[dict]:
         return [orjson.loads(body) for t, body, _q, _r in self.sent if t == topic]
 
@@ -193,9 +199,7 @@ def test_evicted_state_survives_a_checkpoint_round_trip(tmp_path):
     h.send("a", T0, 10.0)
     h.send("a", T0 + 1, 10.0)
     h.send("b", T0 + 2, 10.0)  # evicts a
-    rows = h.book.take_dirty()
-    h.store.save([row.stored() for row in rows], wal_generation=1)
-    h.book.saved(rows, ok=True)
+    h.checkpoint()
     fresh = Harness(tmp_path, max_vehicles=10)
     fresh.send("a", T0 + 2, 10.0)
     assert fresh.on("vehicles/a/kinematics")[-1]["distance_m"] == pytest.approx(20.0)
@@ -250,9 +254,7 @@ def test_vehicle_checkpointed_after_eviction_resumes_from_the_store(tmp_path):
     h.send("a", T0, 10.0)
     h.send("a", T0 + 1, 10.0)
     h.send("b", T0 + 2, 10.0)  # evicts a
-    rows = h.book.take_dirty()
-    h.store.save([row.stored() for row in rows], wal_generation=1)
-    h.book.saved(rows, ok=True)
+    h.checkpoint()
     assert not h.book.evicted and not h.book.saving
     h.send("a", T0 + 3, 10.0)  # evicts b, resumes a from SQLite
     assert h.on("vehicles/a/kinematics")[-1]["distance_m"] == pytest.approx(30.0)
