@@ -257,13 +257,7 @@ def test_state_command_refuses_while_daemon_runs(broker, tmp_path, daemons, obse
     state = tmp_path / "state"
     daemons.append(Daemon(broker, state, client_id="lock").start())
     wait_online(observer)
-    result = subprocess.run(
-        [*STATE_CMD, "--state-dir", str(state), "list"],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        check=False,
-    )
+    result = state_command(state, "list")
     assert result.returncode == 1
     assert "in use by another kinestream process" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
