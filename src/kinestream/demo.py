@@ -24,7 +24,13 @@ from typing import TextIO
 
 from kinestream.errors import KinestreamError
 from kinestream.fleet_view import FleetView
-from kinestream.io.broker import PrivateBroker, free_port, start_private_broker, stop_process
+from kinestream.io.broker import (
+    PrivateBroker,
+    child_environment,
+    free_port,
+    start_private_broker,
+    stop_process,
+)
 from kinestream.io.mqtt import ToolClient
 from kinestream.simulator import SimulatedVehicle, build_fleet, bundled_profiles
 
@@ -67,16 +73,13 @@ class DaemonProcess:
         ]  # fmt: skip
 
     def start(self) -> None:
-        source_root = str(Path(__file__).resolve().parents[1])
-        inherited = os.environ.get("PYTHONPATH")
-        path = source_root if not inherited else os.pathsep.join([source_root, inherited])
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": path},
+                env=child_environment(),
             )
 
     def exited(self) -> int | None:

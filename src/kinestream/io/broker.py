@@ -123,6 +123,15 @@ def _die_with_parent() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def child_environment() -> dict[str, str]:
+    """Our environment, with this very copy of kinestream (installed or not) first on
+    PYTHONPATH, for a child ``python -m kinestream...``."""
+    source_root = str(Path(__file__).resolve().parents[2])
+    inherited = os.environ.get("PYTHONPATH")
+    path = source_root if not inherited else os.pathsep.join([source_root, inherited])
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
     """SIGTERM, then SIGKILL after timeout_s; nothing to do when it already exited."""
     if process is None or process.poll() is not None:
@@ -311,11 +320,7 @@ class EmbeddedBroker(PrivateBroker):
         return [sys.executable, "-m", "kinestream.io.broker", "--port", str(self.port)]
 
     def environment(self) -> dict[str, str]:
-        # The child must import this very copy of kinestream, installed or not.
-        source_root = str(Path(__file__).resolve().parents[2])
-        inherited = os.environ.get("PYTHONPATH")
-        path = source_root if not inherited else os.pathsep.join([source_root, inherited])
-        return {**os.environ, "PYTHONPATH": path}
+        return child_environment()
 
 
 def start_private_broker(
