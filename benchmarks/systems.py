@@ -78,7 +78,9 @@ def daemon_available() -> str | None:
 
 
 @contextlib.contextmanager
-def start_daemon(port: int, extra: tuple[str, ...] = ()) -> Iterator[subprocess.Popen]:
+def start_daemon(
+    port: int, extra: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
     reason = daemon_available()
     if reason:
         raise UnavailableError(reason)
@@ -86,7 +88,7 @@ def start_daemon(port: int, extra: tuple[str, ...] = ()) -> Iterator[subprocess.
         log = Path(tmp) / "daemon.log"
         args = [sys.executable, "-m", "kinestream", "run", "--broker", f"mqtt://127.0.0.1:{port}"]
         args += ["--state-dir", str(Path(tmp) / "state"), "--metrics-port", str(free_port())]
-        process = spawn([*args, *extra], log)
+        process = spawn([*args, *extra], log, env)
         try:
             if not wait_for_retained(port, STATUS_TOPIC, b"online", 60.0):
                 tail = log.read_text(errors="replace")[-1500:]
