@@ -1,7 +1,7 @@
 """kinestream's benchmark harness: one command, one table.
 
-    python benchmarks/run.py            # full: 3 runs of each, ~15 min on 2 cores
-    python benchmarks/run.py --quick    # 1 run each, smaller counts, ~4 min
+    python benchmarks/run.py            # full: medians of 3 runs, ~15 min on 2 cores
+    python benchmarks/run.py --quick    # 1 run each, smaller counts, ~8 min
     python benchmarks/run.py --skip nodered,offline --markdown out.md
 
 Online rows (private Mosquitto on a free port, separate publisher and measuring subscriber):
