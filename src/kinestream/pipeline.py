@@ -168,8 +168,8 @@ class Pipeline:
             elif kind is TripSummary:
                 self._send(self._topic(record.vehicle_id, "trips"), orjson.dumps(record), "trip")
             elif kind is HarshEvent:
-                topic = self._topic(record.vehicle_id, "events")
-                self._send(topic, orjson.dumps(record), "event")
+                events_topic = self._topic(record.vehicle_id, "events")
+                self._send(events_topic, orjson.dumps(record), "event")
 
     def kinematics(self, record: Kinematics, received_at: float) -> None:
         metrics = self.metrics
