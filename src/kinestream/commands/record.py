@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from kinestream.commands.tool_client import check_broker_url, connect_tool_client
 from kinestream.errors import KinestreamError, UsageError
 from kinestream.io.logs import LogWriter
-from kinestream.io.mqtt import ToolClient, parse_broker_url, quiet_mqtt_library_logs
+from kinestream.io.mqtt import quiet_mqtt_library_logs
 
 DEFAULT_TOPIC = "vehicles/+/speed"
 
@@ -51,10 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     quiet_mqtt_library_logs()
-    try:
-        parse_broker_url(args.broker)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    check_broker_url(args.broker)
     filters = args.topic or [DEFAULT_TOPIC]
     for topic_filter in filters:
         problem = topic_filter_problem(topic_filter)
@@ -107,11 +105,7 @@ async def _record(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, recorder.finished.set)
-    client = ToolClient(url, client_id=client_id, on_message=recorder.on_message)
-    try:
-        await client.connect()
-    except ConnectionError as error:
-        raise KinestreamError(str(error)) from None
+    client = await connect_tool_client(url, client_id, on_message=recorder.on_message)
     try:
         try:
             await client.subscribe(*filters, qos=1)

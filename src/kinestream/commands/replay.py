@@ -18,8 +18,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kinestream.commands.process import add_input_arguments, input_options, report_problems
-from kinestream.errors import KinestreamError, UsageError
-from kinestream.io.mqtt import ToolClient, parse_broker_url, quiet_mqtt_library_logs
+from kinestream.commands.tool_client import check_broker_url, connect_tool_client
+from kinestream.errors import KinestreamError
+from kinestream.io.mqtt import quiet_mqtt_library_logs
 from kinestream.io.replayer import Message, ReplayCounts, merge_by_time, replay_messages
 from kinestream.offline import Problem, check_inputs, input_messages
 
@@ -53,10 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     quiet_mqtt_library_logs()
     check_inputs(args.inputs)
-    try:
-        parse_broker_url(args.broker)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    check_broker_url(args.broker)
     speed = None if args.max_rate else args.speed
     if args.rebase_time and (speed is None or speed > 1):
         print(
@@ -99,11 +97,7 @@ async def _replay(
     rebase_time: bool,
     progress: _Progress | None,
 ) -> ReplayCounts:
-    client = ToolClient(url, client_id=client_id)
-    try:
-        await client.connect()
-    except ConnectionError as error:
-        raise KinestreamError(str(error)) from None
+    client = await connect_tool_client(url, client_id)
     latest = ReplayCounts()
 
     def on_progress(counts: ReplayCounts) -> None:
