@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+import threading
 import time
 
 import paho.mqtt.client as mqtt
@@ -38,6 +39,25 @@ def test_plain_mqtt_has_no_tls_and_mqtts_verifies_by_default():
     assert secure.verify_mode == ssl.CERT_REQUIRED and secure.check_hostname
     insecure = load_settings(overrides={"mqtt": {"broker": "mqtts://h", "tls_insecure": True}})
     assert tls_context(insecure.mqtt).verify_mode == ssl.CERT_NONE
+
+
+class Watcher:
+    """A paho subscriber that collects payloads; subscribed (SUBACK seen) once constructed."""
+
+    def __init__(self, broker, topic_filter: str) -> None:
+        self.seen: list[bytes] = []
+        subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_message = lambda _c, _u, m: self.seen.append(m.payload)
+        self.client.on_subscribe = lambda *_args: subscribed.set()
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.client.subscribe(topic_filter, 1)
+        assert subscribed.wait(5), "no SUBACK within 5 s"
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
 
 
 def publish_one(broker, topic: str, payload: bytes) -> None:
@@ -99,22 +119,15 @@ def test_publish_while_disconnected_waits_in_the_backlog(mqtt_broker):
         link = MqttLink(settings_for(mqtt_broker, "backlog-test"), lambda *_: None)
         assert link.publish("out/x", b"early") is False
         assert link.backlog_size == 1
-        seen: list[bytes] = []
-        watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        watcher.on_message = lambda _c, _u, m: seen.append(m.payload)
-        watcher.connect(mqtt_broker.host, mqtt_broker.port)
-        watcher.subscribe("out/x", 1)
-        watcher.loop_start()
-        await asyncio.sleep(0.3)
+        watcher = Watcher(mqtt_broker, "out/x")
         await asyncio.wait_for(link.connect_forever(), 15)
         for _ in range(50):
-            if seen:
+            if watcher.seen:
                 break
             await asyncio.sleep(0.1)
         await link.close()
-        watcher.loop_stop()
-        watcher.disconnect()
-        return seen, link.backlog_size
+        watcher.close()
+        return watcher.seen, link.backlog_size
 
     seen, left = asyncio.run(scenario())
     assert seen == [b"early"]
@@ -211,12 +224,8 @@ def test_qos1_outputs_beyond_the_broker_window_all_arrive(broker_factory):
     """With output QoS 1 and the broker's default window of 20, a burst of 500 outputs waits
     for PUBACKs instead of failing, and every one arrives in order."""
     broker = broker_factory(max_queued_messages=0)
-    seen: list[bytes] = []
-    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    watcher.on_message = lambda _c, _u, m: seen.append(m.payload)
-    watcher.connect(broker.host, broker.port)
-    watcher.subscribe("out/q1", 1)
-    watcher.loop_start()
+    watcher = Watcher(broker, "out/q1")
+    seen = watcher.seen
 
     async def scenario():
         link = MqttLink(settings_for(broker, "window-test", output_qos=1), lambda *_: None)
@@ -232,6 +241,5 @@ def test_qos1_outputs_beyond_the_broker_window_all_arrive(broker_factory):
     try:
         asyncio.run(scenario())
     finally:
-        watcher.loop_stop()
-        watcher.disconnect()
+        watcher.close()
     assert seen == [str(i).encode() for i in range(500)]
