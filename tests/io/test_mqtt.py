@@ -208,15 +208,24 @@ def test_large_outputs_round_trip_through_the_broker(mqtt_broker):
     """A QoS 0 output above 127 and 16383 bytes (multi-byte lengths) arrives intact, retained
     flag included."""
 
+    watcher = Watcher(mqtt_broker, "out/large/#")
+
     async def scenario():
         link = MqttLink(settings_for(mqtt_broker, "large-test"), lambda *_: None)
         await asyncio.wait_for(link.connect_forever(), 15)
         link.publish("out/large/a", b"a" * 200, 0, False)
         link.publish("out/large/b", b"b" * 20000, 0, True)
-        await asyncio.sleep(0.5)
+        for _ in range(50):
+            if len(watcher.seen) >= 2:
+                break
+            await asyncio.sleep(0.1)
         await link.close()
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        watcher.close()
+    assert watcher.seen == [b"a" * 200, b"b" * 20000]
     assert retained(mqtt_broker, "out/large/b") == b"b" * 20000
 
 
