@@ -160,7 +160,6 @@ class MqttLink:
         self._backlog: deque[tuple[str, bytes, int, bool]] = deque(maxlen=BACKLOG_LIMIT)
         self.backlog_dropped = 0
         self.status_published = 0
-        self.reconnects = 0
         self._rng = random.Random()
         self._writer: _Qos0Writer | None = None
         self._flush_scheduled = False
@@ -387,8 +386,6 @@ class MqttLink:
                 return
             await self._close_quietly()
             await self.connect_forever()
-            if self._connected:
-                self.reconnects += 1
 
     async def _close_quietly(self) -> None:
         with contextlib.suppress(Exception):
