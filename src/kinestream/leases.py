@@ -105,6 +105,10 @@ class Leases:
             new = await self.bucket.update(
                 partition_key(partition), self.worker_id.encode(), revision
             )
+            if partition not in self.revision:  # abandoned by the worker meanwhile
+                if new is not None:
+                    await self.bucket.delete(partition_key(partition), new)
+                continue
             if new is None:
                 log.warning("lost the lease of partition %d (another worker holds it)", partition)
                 await self._forget(partition, lost=True)

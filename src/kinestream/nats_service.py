@@ -91,7 +91,11 @@ class NatsService:
         self.metrics = Metrics()
         self.stopping = asyncio.Event()
         self.round_lock = asyncio.Lock()
-        self.inbox: asyncio.Queue[Batch] = asyncio.Queue()
+        # Fetched batches waiting for the next round. A list and an event rather than a queue:
+        # wait_for(queue.get(), timeout) can lose an item when both finish at once, and a lost
+        # batch would leave its fetcher waiting for ever.
+        self.inbox: list[Batch] = []
+        self.inbox_ready = asyncio.Event()
         self.outbox: list[tuple[str, bytes, int | None]] = []
         self.current_seq: int | None = None
         self.consumers: dict[int, PartitionConsumer] = {}
@@ -253,20 +257,18 @@ class NatsService:
                 continue
             if deliveries:
                 batch = Batch(partition, deliveries)
-                await self.inbox.put(batch)
+                self.inbox.append(batch)
+                self.inbox_ready.set()
                 await batch.done.wait()
 
     async def _process_loop(self) -> None:
         interval_s = self.settings.tracker.tick_interval_s
         last_tick = last_evict = time.monotonic()
         while True:
-            batches: list[Batch] = []
-            try:
-                batches.append(await asyncio.wait_for(self.inbox.get(), interval_s))
-                while not self.inbox.empty():
-                    batches.append(self.inbox.get_nowait())
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.inbox_ready.wait(), interval_s)
+            self.inbox_ready.clear()
+            batches, self.inbox = self.inbox, []
             now = time.monotonic()
             async with self.round_lock:
                 try:
@@ -299,6 +301,13 @@ class NatsService:
             self.pipeline.tick(time.time())
             self.metrics.active_vehicles = len(self.book)
             self.metrics.broker_connected = int(self.link.connected)
+        if any(not self.leases.valid(batch.partition) for batch in live):
+            # Stalled past the fence while processing (a paused process, a starved loop):
+            # publish nothing and hand every partition of the round to its next owner.
+            self.outbox = []
+            for partition in {batch.partition for batch in live}:
+                await self._abandon(partition, "lease expired during the round")
+            return
         await self._send_outbox()
         conflicts = await self._checkpoint()
         for partition in conflicts:

@@ -9,6 +9,7 @@ log, never from the workers.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -208,3 +209,51 @@ def test_three_workers_one_killed_midway_loses_and_doubles_nothing(cluster, tmp_
         f"({len(published) - total} republished after the kill), {len(moved)} vehicles moved, "
         f"first output of a moved vehicle {resumed_at - killed_at:.1f} s after the kill"
     )
+
+
+def test_a_paused_worker_coming_back_doubles_nothing(cluster, tmp_path):
+    """A worker frozen (SIGSTOP) for longer than its lease comes back as a zombie while the
+    others own its partitions: its stale round is fenced (time fence, revision-checked state),
+    so every published distance still equals the offline one and every odometer is exact."""
+    partitions, vehicles, readings = 6, 12, 1000
+    server = cluster["server"](partitions)
+    log = tmp_path / "fleet.jsonl"
+    write_fleet_log(log, vehicles=vehicles, readings=readings)
+    expected = {v: s["distance_m"] for v, s in offline_summary(log).items()}
+    expected_rows = offline_kinematics(log, tmp_path)
+    observer = NatsObserver(server.url, ["vehicles.*.kinematics"])
+    cluster["observers"].append(observer)
+    workers = [Worker(server, f"w{i}", partitions, tmp_path) for i in range(3)]
+    cluster["workers"].extend(workers)
+    wait_until(
+        lambda: len(owners(observer)) == partitions and len(set(owners(observer).values())) == 3,
+        "three workers sharing every partition",
+    )
+    frozen = workers[0]
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "kinestream", "replay", str(log), "--broker", server.mqtt_url,
+         "--max-rate"],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: sum(o.worker == frozen.worker_id for o in observer.snapshot()) > 100,
+            "the worker to freeze processing readings",
+        )
+        frozen.process.send_signal(signal.SIGSTOP)
+        time.sleep(5.0)  # lease TTL 3 s: the others take its partitions meanwhile
+        frozen.process.send_signal(signal.SIGCONT)
+        _out, err = replay.communicate(timeout=WAIT_S * 2)
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+        if replay.poll() is None:
+            replay.kill()
+    assert replay.returncode == 0, err
+    wait_until(
+        lambda: final_distances(observer) == pytest.approx(expected, rel=1e-4),
+        "final odometers equal to the offline process result",
+        timeout_s=WAIT_S * 2,
+    )
+    for _output, record in kinematics_of(observer.snapshot()):
+        offline = expected_rows[record["vehicle_id"]][record["ts"]]
+        assert record["distance_m"] == pytest.approx(offline, rel=1e-9, abs=1e-6), record
