@@ -171,7 +171,7 @@ class MqttLink:
 
     def _make_client(self) -> _Client:
         s = self.settings
-        will = gmqtt.Message(f"{s.service_prefix}/status", b"offline", qos=1, retain=True)
+        will = gmqtt.Message(self.status_topic, b"offline", qos=1, retain=True)
         client = _Client(
             s.client_id,
             clean_session=False,
