@@ -58,11 +58,19 @@ _INITIAL = {
 }
 
 
-def fresh_state(duplicate_memory: int) -> array[float]:
-    """A vehicle that has seen nothing: zeros, NaN where nothing is known, an empty ring."""
-    slots = array("d", [0.0]) * (DUP_RING + duplicate_memory)
+def _named_initial() -> array[float]:
+    slots = array("d", [0.0]) * DUP_RING
     for index, value in _INITIAL.items():
         slots[index] = value
-    for index in range(DUP_RING, len(slots)):
-        slots[index] = NAN
     return slots
+
+
+# Built once: a new vehicle copies it (one C-level concatenation instead of a Python loop
+# over every slot, which cost ~2 µs per new or restored vehicle).
+_NAMED_INITIAL = _named_initial()
+_EMPTY_RING_SLOT = array("d", [NAN])
+
+
+def fresh_state(duplicate_memory: int) -> array[float]:
+    """A vehicle that has seen nothing: zeros, NaN where nothing is known, an empty ring."""
+    return _NAMED_INITIAL + _EMPTY_RING_SLOT * duplicate_memory

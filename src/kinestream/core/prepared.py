@@ -1,11 +1,14 @@
-"""Thresholds derived from ``TrackerParams`` once per configuration, not once per reading."""
+"""Thresholds derived from ``TrackerParams`` once per configuration, not once per reading
+(nor once per vehicle: ``Fleet`` prepares its params once and hands the result to every
+``Tracker`` it makes, so a new vehicle does not hash the params for the cache lookup)."""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
+from kinestream.core.estimators import AccelerationEstimator, make_estimator
 from kinestream.core.params import TrackerParams
 from kinestream.core.units import STANDARD_GRAVITY_MPS2
 
@@ -35,6 +38,8 @@ class Prepared:
     harsh_enter_brake_mps2: float  # negative: braking is acceleration below this
     harsh_exit_brake_mps2: float
     harsh_min_duration_s: float
+    # Never updated itself: each new or restored vehicle gets ``estimator_prototype.fresh()``.
+    estimator_prototype: AccelerationEstimator = field(compare=False, repr=False)
 
 
 @lru_cache(maxsize=8)
@@ -62,4 +67,5 @@ def prepare(params: TrackerParams) -> Prepared:
         harsh_enter_brake_mps2=enter_brake,
         harsh_exit_brake_mps2=enter_brake * params.harsh_exit_fraction,
         harsh_min_duration_s=params.harsh_min_duration_s,
+        estimator_prototype=make_estimator(params.estimator),
     )

@@ -18,7 +18,7 @@ import math
 from operator import attrgetter
 
 from kinestream.core import codec, harsh, layout, trips
-from kinestream.core.estimators import AccelerationEstimator, Prediction, make_estimator
+from kinestream.core.estimators import AccelerationEstimator, Prediction
 from kinestream.core.layout import (
     DUP_CURSOR,
     DUP_RING,
@@ -55,11 +55,13 @@ class Tracker:
 
     __slots__ = ("_estimator", "_held", "_p", "_slots", "_trip_id", "vehicle_id")
 
-    def __init__(self, vehicle_id: str, params: TrackerParams) -> None:
+    def __init__(self, vehicle_id: str, params: TrackerParams | Prepared) -> None:
+        """``params`` may already be prepared (``Fleet`` does it once for all its vehicles)."""
         self.vehicle_id = vehicle_id
-        self._p: Prepared = prepare(params)
-        self._estimator: AccelerationEstimator = make_estimator(params.estimator)
-        self._slots = layout.fresh_state(params.duplicate_memory)
+        p = params if type(params) is Prepared else prepare(params)
+        self._p: Prepared = p
+        self._estimator: AccelerationEstimator = p.estimator_prototype.fresh()
+        self._slots = layout.fresh_state(p.duplicate_memory)
         self._held: list[Reading] | None = None  # reorder buffer, sorted by ts (bound > 0)
         self._trip_id: str | None = None
 
@@ -307,14 +309,14 @@ class Tracker:
         estimator restarts (like after a gap) and the duplicate ring keeps what fits.
         """
         decoded = codec.decode(blob, self.vehicle_id)
-        slots = layout.fresh_state(self._p.params.duplicate_memory)
+        slots = layout.fresh_state(self._p.duplicate_memory)
         named = min(DUP_RING, len(decoded.slots))
         slots[:named] = decoded.slots[:named]
         ring = decoded.slots[DUP_RING:][: len(slots) - DUP_RING]
         slots[DUP_RING : DUP_RING + len(ring)] = ring
         if slots[DUP_CURSOR] >= len(slots) - DUP_RING:
             slots[DUP_CURSOR] = 0.0
-        estimator = make_estimator(self._p.params.estimator)
+        estimator = self._p.estimator_prototype.fresh()
         if decoded.method == self._p.params.estimator.method:
             estimator.load_state(decoded.estimator_state)
         self._slots = slots

@@ -85,3 +85,19 @@ def test_first_reading_after_restart_has_no_acceleration(method):
     again = estimator.update(1500.0, 9.0)
     assert again.acceleration_mps2 is None and again.jerk_mps3 is None
     assert not math.isnan(estimator.predict(1501.0).speed_mps)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=50, deadline=None)
+@given(data=reading_sequences(), cut=st.integers(min_value=0, max_value=60))
+def test_fresh_copy_of_a_used_prototype_has_no_history(method, data, cut):
+    """fresh() of an estimator that has seen readings behaves exactly like a new one."""
+    ts, speed, restart_before = data
+    params = EstimatorParams(method=method, kalman_jerk_psd_m2ps5=2.0, polyfit_window_s=2.5)
+    prototype = make_estimator(params)
+    cut = min(cut, len(ts))
+    run_streaming(prototype, ts[:cut], speed[:cut], restart_before[:cut])
+    expected = run_streaming(make_estimator(params), ts, speed, restart_before)
+    got = run_streaming(prototype.fresh(), ts, speed, restart_before)
+    for a, b in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -39,6 +39,9 @@ class AccelerationEstimator(Protocol):
     def restart(self) -> None:
         """Forget history (a gap too long to bridge)."""
 
+    def fresh(self) -> AccelerationEstimator:
+        """A new estimator with the same parameters and no history (cloning a prototype)."""
+
     def state(self) -> tuple[float, ...]:
         """Everything needed to resume, as plain floats (persisted by the host)."""
 

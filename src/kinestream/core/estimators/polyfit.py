@@ -77,6 +77,9 @@ class PolyfitEstimator:
     def from_params(cls, params: EstimatorParams) -> PolyfitEstimator:
         return cls(params.polyfit_window_s)
 
+    def fresh(self) -> PolyfitEstimator:
+        return PolyfitEstimator(self._window_s)
+
     def restart(self) -> None:
         del self._times[:], self._speeds[:]
         self._value = self._slope = 0.0
