@@ -47,6 +47,22 @@ def test_plot_command_draws_the_udds_cycle(tmp_path, capsys):
     assert f"wrote {out}" in printed
 
 
+def test_plot_command_counts_unreadable_lines_on_stderr(tmp_path, capsys):
+    """A log line that is not JSON is skipped and reported on stderr, not dropped silently;
+    the readable lines are still drawn."""
+    log = tmp_path / "log.jsonl"
+    log.write_text(
+        '{"t": 1767225600.0, "topic": "vehicles/a/speed", "payload": "1.5"}\n'
+        "not json\n"
+        '{"t": 1767225601.0, "topic": "vehicles/a/speed", "payload": "2.5"}\n'
+    )
+    assert main(["plot", str(log), "-o", str(tmp_path / "a.png")]) == 0
+    captured = capsys.readouterr()
+    assert "kinestream plot: 1 lines or topics skipped:" in captured.err
+    assert "line 2" in captured.err
+    assert "2 readings" in captured.out
+
+
 def test_plot_command_refuses_an_output_that_is_not_png(tmp_path, capsys):
     """The figure is PNG only: another extension is a usage error (exit 2), nothing written."""
     out = tmp_path / "udds.svg"

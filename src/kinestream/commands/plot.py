@@ -16,6 +16,7 @@ from kinestream.commands.process import (
     add_settings_arguments,
     input_options,
     load_command_settings,
+    report_problems,
 )
 from kinestream.core.records import HarshEvent, Kinematics, Record
 from kinestream.errors import KinestreamError, UsageError
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     result = process_inputs(
         args.inputs, input_options(args, settings), params, on_kinematics=keep, on_event=keep
     )
+    report_problems(result.problems, "kinestream plot", "lines or topics skipped")
     records.extend(trip for s in result.summaries.values() for trip in s.trips)
     view = select_view(
         records,
