@@ -17,7 +17,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
@@ -352,15 +352,7 @@ def _csv_options(options: InputOptions) -> CsvOptions:
     csv = options.csv
     if csv.default_unit is options.default_unit:
         return csv
-    return CsvOptions(
-        time_column=csv.time_column,
-        speed_column=csv.speed_column,
-        speed_unit=csv.speed_unit,
-        vehicle_id=csv.vehicle_id,
-        timezone=csv.timezone,
-        time_origin_s=csv.time_origin_s,
-        default_unit=options.default_unit,
-    )
+    return replace(csv, default_unit=options.default_unit)
 
 
 def _problems(path: Path, bad_lines: Iterable[BadLine]) -> list[Problem]:
