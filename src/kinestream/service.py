@@ -51,6 +51,7 @@ class Service:
         self.metrics = Metrics()
         self.stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._ever_connected = False  # a later connection is then a reconnect
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -173,8 +174,6 @@ class Service:
         if connected and self._ever_connected and not was:
             self.metrics.reconnects += 1
         self._ever_connected = self._ever_connected or connected
-
-    _ever_connected = False
 
     async def _every(self, interval_s: float, action: Callable[[], object]) -> None:
         while True:
