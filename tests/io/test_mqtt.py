@@ -55,6 +55,12 @@ class Watcher:
         self.client.subscribe(topic_filter, 1)
         assert subscribed.wait(5), "no SUBACK within 5 s"
 
+    async def received(self, count: int, timeout_s: float) -> None:
+        """Return once ``count`` payloads arrived or after ``timeout_s`` (the test compares)."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.seen) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
@@ -121,10 +127,7 @@ def test_publish_while_disconnected_waits_in_the_backlog(mqtt_broker):
         assert link.backlog_size == 1
         watcher = Watcher(mqtt_broker, "out/x")
         await asyncio.wait_for(link.connect_forever(), 15)
-        for _ in range(50):
-            if watcher.seen:
-                break
-            await asyncio.sleep(0.1)
+        await watcher.received(1, timeout_s=5)
         await link.close()
         watcher.close()
         return watcher.seen, link.backlog_size
@@ -215,10 +218,7 @@ def test_large_outputs_round_trip_through_the_broker(mqtt_broker):
         await asyncio.wait_for(link.connect_forever(), 15)
         link.publish("out/large/a", b"a" * 200, 0, False)
         link.publish("out/large/b", b"b" * 20000, 0, True)
-        for _ in range(50):
-            if len(watcher.seen) >= 2:
-                break
-            await asyncio.sleep(0.1)
+        await watcher.received(2, timeout_s=5)
         await link.close()
 
     try:
@@ -234,21 +234,17 @@ def test_qos1_outputs_beyond_the_broker_window_all_arrive(broker_factory):
     for PUBACKs instead of failing, and every one arrives in order."""
     broker = broker_factory(max_queued_messages=0)
     watcher = Watcher(broker, "out/q1")
-    seen = watcher.seen
 
     async def scenario():
         link = MqttLink(settings_for(broker, "window-test", output_qos=1), lambda *_: None)
         await asyncio.wait_for(link.connect_forever(), 15)
         for i in range(500):
             link.publish("out/q1", str(i).encode(), 1, False)
-        for _ in range(100):
-            if len(seen) >= 500:
-                break
-            await asyncio.sleep(0.1)
+        await watcher.received(500, timeout_s=10)
         await link.close()
 
     try:
         asyncio.run(scenario())
     finally:
         watcher.close()
-    assert seen == [str(i).encode() for i in range(500)]
+    assert watcher.seen == [str(i).encode() for i in range(500)]
