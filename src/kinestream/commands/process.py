@@ -66,7 +66,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "belong to no vehicle are counted on stderr with their line numbers."
         ),
     )
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help=".jsonl or .csv")
     parser.add_argument(
         "-o", "--output", type=Path, metavar="OUT", help="kinematics records: .jsonl or .csv"
     )
@@ -99,7 +98,8 @@ def load_command_settings(args: argparse.Namespace) -> Settings:
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """The input flags ``process`` shares with ``replay`` (and ``plot``)."""
+    """The inputs and their flags, shared by ``process``, ``replay`` and ``plot``."""
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help=".jsonl or .csv")
     parser.add_argument(
         "--default-unit", type=_unit, metavar="UNIT",
         help="unit of payloads and CSV speeds that name none (m/s, km/h, mph, kn; "

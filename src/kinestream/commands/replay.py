@@ -34,7 +34,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help=".jsonl or .csv")
     parser.add_argument("--broker", required=True, metavar="URL", help="mqtt://host:port")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument(
