@@ -43,6 +43,20 @@ def wait_for_line(process: subprocess.Popen[str], start: str) -> str:
     raise AssertionError(f"no line starting {start!r}; stderr was {''.join(seen)!r}")
 
 
+def start_recorder(broker, topic_filter: str, log: Path, count: int) -> subprocess.Popen[str]:
+    """`kinestream record ... --count N` in a child, returned once it is subscribed."""
+    recorder = kinestream(
+        "record", "--broker", broker.url, "--topic", topic_filter,
+        "-o", str(log), "--count", str(count),
+    )  # fmt: skip
+    try:
+        wait_for_line(recorder, "recording")
+    except BaseException:
+        recorder.kill()
+        raise
+    return recorder
+
+
 class Listener:
     """A paho subscriber collecting (topic, payload) in arrival order."""
 
@@ -98,12 +112,8 @@ def test_record_writes_each_message_once_in_the_log_format(mqtt_broker, tmp_path
         (f"{prefix}/truck-7/speed", b"\xff\xfe not utf-8"),
         (f"{prefix}/truck-9/speed", b'[{"ts": 1767225601.0, "speed": 1}]'),
     ]
-    recorder = kinestream(
-        "record", "--broker", mqtt_broker.url, "--topic", f"{prefix}/+/speed",
-        "-o", str(log), "--count", "4",
-    )  # fmt: skip
+    recorder = start_recorder(mqtt_broker, f"{prefix}/+/speed", log, count=4)
     try:
-        wait_for_line(recorder, "recording")
         publish_all(mqtt_broker, sent)
         assert recorder.wait(20) == 0
     finally:
@@ -160,12 +170,8 @@ def test_replay_then_record_round_trip_is_byte_identical(mqtt_broker, tmp_path):
     original[7] = (original[7][0], original[7][1], b"\x80 binary")
     source, copy = tmp_path / "source.jsonl", tmp_path / "copy.jsonl"
     write_log(source, original)
-    recorder = kinestream(
-        "record", "--broker", mqtt_broker.url, "--topic", f"{prefix}/+/speed",
-        "-o", str(copy), "--count", "60",
-    )  # fmt: skip
+    recorder = start_recorder(mqtt_broker, f"{prefix}/+/speed", copy, count=60)
     try:
-        wait_for_line(recorder, "recording")
         assert main(["replay", str(source), "--broker", mqtt_broker.url, "--max-rate"]) == 0
         assert recorder.wait(30) == 0
     finally:
