@@ -100,17 +100,13 @@ def reset_vehicle(store: StateStore, vehicle_id: str) -> int:
 
 
 def uncovered_log_bytes(store: StateStore) -> int:
+    """Bytes in write-ahead log segments the store's last checkpoint does not cover."""
     wal_dir = store.path.parent / WAL_DIR_NAME
+    if not wal_dir.is_dir():
+        return 0
     covered = store.wal_generation()
-    return (
-        sum(
-            segment_path(wal_dir, g).stat().st_size
-            for g in list_generations(wal_dir)
-            if g >= covered
-        )
-        if wal_dir.is_dir()
-        else 0
-    )
+    generations = [g for g in list_generations(wal_dir) if g >= covered]
+    return sum(segment_path(wal_dir, g).stat().st_size for g in generations)
 
 
 def _record(raw: bytes | None) -> dict[str, object]:
