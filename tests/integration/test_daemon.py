@@ -14,8 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from kinestream.io.state_store import WAL_DIR_NAME, StateStore
-from kinestream.io.wal import list_generations, segment_path
+from kinestream.commands.state import uncovered_log_bytes as uncovered_in
+from kinestream.io.state_store import StateStore
 from tests.brokers import requires_mosquitto
 from tests.integration.helpers import (
     SRC,
@@ -66,11 +66,9 @@ def uncovered_log_bytes(state_dir: Path) -> int:
     """Bytes in log segments the state store's last checkpoint does not cover."""
     store = StateStore(state_dir)
     try:
-        covered = store.wal_generation()
+        return uncovered_in(store)
     finally:
         store.close()
-    wal = state_dir / WAL_DIR_NAME
-    return sum(segment_path(wal, g).stat().st_size for g in list_generations(wal) if g >= covered)
 
 
 def state_command(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
