@@ -248,3 +248,12 @@ def test_qos1_outputs_beyond_the_broker_window_all_arrive(broker_factory):
     finally:
         watcher.close()
     assert watcher.seen == [str(i).encode() for i in range(500)]
+
+
+def test_a_topic_gmqtt_passes_as_bytes_becomes_text_with_replacements():
+    """gmqtt hands over a non-UTF-8 topic as bytes; the handler gets text (U+FFFD for the bad
+    byte), and a str topic passes through as it is."""
+    from kinestream.io.mqtt import _topic_text
+
+    assert _topic_text(b"vehicles/\xff/speed") == "vehicles/\ufffd/speed"
+    assert _topic_text("vehicles/a/speed") == "vehicles/a/speed"

@@ -65,6 +65,11 @@ def _remaining_length(length: int) -> bytes:
             return bytes(out)
 
 
+def _topic_text(topic: str | bytes) -> str:
+    """gmqtt passes the topic as bytes when it is not UTF-8: decode it with replacements."""
+    return topic if type(topic) is str else bytes(topic).decode("utf-8", "replace")
+
+
 class _Qos0Writer:
     """QoS 0 PUBLISH packets encoded here and written once per event-loop pass.
 
@@ -236,17 +241,15 @@ class MqttLink:
             self._handler(topic, payload, 0, False)
 
     def _on_qos0(
-        self, _client: object, topic: str, payload: bytes, qos: int, _properties: object
+        self, _client: object, topic: str | bytes, payload: bytes, qos: int, _properties: object
     ) -> int:
-        if type(topic) is not str:  # gmqtt passes bytes when the topic is not UTF-8
-            topic = bytes(topic).decode("utf-8", "replace")
-        self._handler(topic, payload, qos, False)  # QoS 0 is never a redelivery
+        self._handler(_topic_text(topic), payload, qos, False)  # QoS 0 is never a redelivery
         return SUCCESS
 
-    def _on_qos1(self, mid: int, payload: bytes, topic: str, properties: dict[str, Any]) -> None:
-        if type(topic) is not str:
-            topic = bytes(topic).decode("utf-8", "replace")
-        self._deliver_qos1(mid, payload, topic, bool(properties.get("dup")))
+    def _on_qos1(
+        self, mid: int, payload: bytes, topic: str | bytes, properties: dict[str, Any]
+    ) -> None:
+        self._deliver_qos1(mid, payload, _topic_text(topic), bool(properties.get("dup")))
 
     def _deliver_qos1(self, mid: int, payload: bytes, topic: str, redelivered: bool) -> None:
         durable = self._handler(topic, payload, 1, redelivered)
@@ -270,11 +273,14 @@ class MqttLink:
         connection.send_package(b"".join(PUBACK_SUCCESS + _MID.pack(mid) for mid in mids))
 
     async def _on_message(
-        self, _client: object, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
+        self,
+        _client: object,
+        topic: str | bytes,
+        payload: bytes,
+        qos: int,
+        properties: dict[str, Any],
     ) -> int:
-        if type(topic) is not str:  # gmqtt passes bytes when the topic is not UTF-8
-            topic = bytes(topic).decode("utf-8", "replace")
-        durable = self._handler(topic, payload, qos, bool(properties.get("dup")))
+        durable = self._handler(_topic_text(topic), payload, qos, bool(properties.get("dup")))
         if durable is not None:
             await durable  # the PUBACK goes out after this returns
         return SUCCESS
