@@ -1,4 +1,4 @@
-"""``kinestream state --state-dir DIR list|show ID|reset ID``: inspect or reset saved vehicles.
+"""``kinestream state [--state-dir DIR] list|show ID|reset ID``: inspect or reset saved vehicles.
 
 Refuses while a daemon holds the state directory (the same lock the daemon takes), so it never
 races a checkpoint. ``reset`` also refuses while the write-ahead log still holds readings a
