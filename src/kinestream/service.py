@@ -155,6 +155,7 @@ class Service:
         m.active_vehicles = len(self.book)
         m.wal_size_bytes = self.wal.size_bytes
         m.evictions = self.book.evictions
+        m.outputs_dropped = self.link.backlog_dropped
         m.published["status"] = self.link.status_published
 
     async def _checkpoint(self) -> None:

@@ -29,12 +29,14 @@ def test_hot_path_numbers_appear_in_the_exposition():
     metrics.dead_letters["malformed_payload"] += 2
     metrics.published["kinematics"] += 3
     metrics.active_vehicles = 7
+    metrics.outputs_dropped = 4
     text = exposition(metrics)
     assert sample(text, 'kinestream_readings_total{result="accepted"}') == 3
     assert sample(text, 'kinestream_readings_total{result="duplicate"}') == 0
     assert sample(text, 'kinestream_dead_letters_total{reason="malformed_payload"}') == 2
     assert sample(text, 'kinestream_outputs_published_total{kind="kinematics"}') == 3
     assert sample(text, "kinestream_active_vehicles") == 7
+    assert sample(text, "kinestream_outputs_dropped_total") == 4
 
 
 def test_every_reject_reason_has_a_series_from_the_start():

@@ -70,6 +70,7 @@ class Metrics:
         self.evictions = 0
         self.broker_connected = 0
         self.reconnects = 0
+        self.outputs_dropped = 0
         self.wal_size_bytes = 0
         self.wal_replayed_messages = 0
         self.checkpoint_duration = Histogram(CHECKPOINT_BUCKETS_S)
@@ -117,6 +118,11 @@ class _Collector(Collector):
         yield _counter("evictions", "Idle vehicles moved from memory to the state store.", m)
         yield _gauge("broker_connected", "1 while connected to the broker.", m.broker_connected)
         yield _counter("reconnects", "Successful reconnections to the broker.", m)
+        yield _counter(
+            "outputs_dropped",
+            "Outputs dropped because the publish backlog was full while the broker was away.",
+            m,
+        )
         yield _gauge("wal_size_bytes", "Size of the write-ahead log on disk.", m.wal_size_bytes)
         yield _counter(
             "wal_replayed_messages", "Messages replayed from the write-ahead log at start.", m
