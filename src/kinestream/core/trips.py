@@ -134,7 +134,9 @@ def _accumulate(
     slots[TRIP_SUM] = new_total
     if bridged:
         neumaier_add(slots, BRIDGED_SUM, increment_m)
-    slots[TRIP_MAX_SPEED] = max(slots[TRIP_MAX_SPEED], speed_mps)
+    # max() exactly (it keeps the first unless beaten) without its call, per reading.
+    if speed_mps > slots[TRIP_MAX_SPEED]:  # noqa: PLR1730
+        slots[TRIP_MAX_SPEED] = speed_mps
     if accel_mps2 is not None:
         # ``not <=`` so that a NaN (no estimate yet) is replaced by the first real value.
         if not accel_mps2 <= slots[TRIP_MAX_ACCEL]:

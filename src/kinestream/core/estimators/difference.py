@@ -25,6 +25,7 @@ from kinestream.core.estimators.base import (
 from kinestream.core.params import EstimatorParams
 
 _NONE = Estimate(None, None, None)
+_new_tuple = tuple.__new__  # Estimate/Prediction per reading without NamedTuple.__new__
 _NAN = math.nan
 
 
@@ -41,7 +42,7 @@ class DifferenceEstimator:
     def predict(self, ts: float) -> Prediction | None:
         if math.isnan(self._ts):  # no reading since the last restart
             return None
-        return Prediction(self._speed_mps, 0.0)
+        return _new_tuple(Prediction, (self._speed_mps, 0.0))
 
     def update(self, ts: float, speed_mps: float) -> Estimate:
         dt_s = ts - self._ts
@@ -52,8 +53,8 @@ class DifferenceEstimator:
         previous_accel = self._accel_mps2
         self._ts, self._speed_mps, self._accel_mps2 = ts, speed_mps, accel
         if math.isnan(previous_accel):
-            return Estimate(accel, None, None)
-        return Estimate(accel, None, (accel - previous_accel) / dt_s)
+            return _new_tuple(Estimate, (accel, None, None))
+        return _new_tuple(Estimate, (accel, None, (accel - previous_accel) / dt_s))
 
     def fresh(self) -> DifferenceEstimator:
         return DifferenceEstimator()

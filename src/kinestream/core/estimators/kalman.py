@@ -44,6 +44,9 @@ from kinestream.core.params import EstimatorParams
 
 _NONE = Estimate(None, None, None)
 _new_object = object.__new__
+# Per-reading results are built with tuple.__new__ directly: the same Estimate/Prediction
+# object as calling the class, without the NamedTuple's Python-level __new__ (~0.15 µs each).
+_new_tuple = tuple.__new__
 _NAN = math.nan
 # Prior on the acceleration at the first reading after a restart (1σ). Measured at 10 Hz with
 # σ_v = 0.2 m/s: a 5 m/s² prior lets noise alone show |a| up to 4.6 m/s² (p99) in the first
@@ -93,7 +96,9 @@ class KalmanEstimator:
         if not dt > 0.0:
             dt = 0.0
         p00p = self._p00 + dt * (2.0 * self._p01 + dt * self._p11) + self._q * dt * dt * dt / 3.0
-        return Prediction(self._v + dt * self._a, math.sqrt(max(p00p + self._r2, 0.0)))
+        s = p00p + self._r2
+        # `0.0 if s < 0.0 else s` is max(s, 0.0) (NaN passes through too) without the call.
+        return _new_tuple(Prediction, (self._v + dt * self._a, math.sqrt(0.0 if s < 0.0 else s)))
 
     def update(self, ts: float, speed_mps: float) -> Estimate:
         n = self._n
@@ -121,12 +126,13 @@ class KalmanEstimator:
         y = speed_mps - vp
         a_new = a + k1 * y
         self._t, self._v, self._a = ts, vp + k0 * y, a_new
-        self._p00, self._p01, self._p11 = r2 * k0, r2 * k1, p11p - k1 * p01p
-        sigma = math.sqrt(max(self._p11, 0.0))
+        p11_new = p11p - k1 * p01p
+        self._p00, self._p01, self._p11 = r2 * k0, r2 * k1, p11_new
+        sigma = math.sqrt(0.0 if p11_new < 0.0 else p11_new)
         if n == 1:
             self._n = 2
-            return Estimate(a_new, sigma, None)
-        return Estimate(a_new, sigma, (a_new - a) / dt if dt > 0.0 else None)
+            return _new_tuple(Estimate, (a_new, sigma, None))
+        return _new_tuple(Estimate, (a_new, sigma, (a_new - a) / dt if dt > 0.0 else None))
 
     def state(self) -> tuple[float, ...]:
         return (float(self._n), self._t, self._v, self._a, self._p00, self._p01, self._p11)

@@ -31,6 +31,7 @@ from kinestream.core.estimators.base import (
 from kinestream.core.params import EstimatorParams
 
 _NONE = Estimate(None, None, None)
+_new_tuple = tuple.__new__  # Estimate/Prediction per reading without NamedTuple.__new__
 # Bounds memory and per-reading work (2 × 64 doubles); above ~20 Hz this, not window_s,
 # sets the window.
 _MAX_WINDOW_POINTS = 64
@@ -87,7 +88,7 @@ class PolyfitEstimator:
     def predict(self, ts: float) -> Prediction | None:
         if not self._times:
             return None
-        return Prediction(self._value + self._slope * (ts - self._times[-1]), 0.0)
+        return _new_tuple(Prediction, (self._value + self._slope * (ts - self._times[-1]), 0.0))
 
     def update(self, ts: float, speed_mps: float) -> Estimate:
         times, speeds = self._times, self._speeds
@@ -103,7 +104,7 @@ class PolyfitEstimator:
         self._value, self._slope, accel, jerk = _solve(_sums(times, speeds))
         if accel is None:
             return _NONE
-        return Estimate(accel, None, jerk)
+        return _new_tuple(Estimate, (accel, None, jerk))
 
     def state(self) -> tuple[float, ...]:
         return (self._value, self._slope, *self._times, *self._speeds)
