@@ -48,6 +48,10 @@ BRIDGED_GAP_FLAG = "bridged_gap"
 _CLAMPED = (CLAMPED_FLAG,)
 _BRIDGED = (BRIDGED_GAP_FLAG,)
 _by_ts = attrgetter("ts")
+# Bound once: _commit reads them per reading (a module attribute lookup each otherwise).
+_STOPPED = trips.STOPPED
+_HARSH_NONE = harsh.NONE
+_trip_step = trips.step
 
 
 class Tracker:
@@ -194,7 +198,7 @@ class Tracker:
                 ):
                     out.append(self._step_rejection(reading, prediction, dt_s))
                     return
-            if slots[TRIP_STATE] == trips.STOPPED:  # the only deadline a short step meets
+            if slots[TRIP_STATE] == _STOPPED:  # the only deadline a short step meets
                 self._expire(ts, out)
         else:
             self._expire(ts, out)
@@ -216,7 +220,7 @@ class Tracker:
             bridged = dt_s > p.min_gap_s
             if bridged:
                 flags = flags + _BRIDGED
-        if slots[HARSH_STATE] != harsh.NONE or (
+        if slots[HARSH_STATE] != _HARSH_NONE or (
             accel is not None
             and (accel >= p.harsh_enter_accel_mps2 or accel <= p.harsh_enter_brake_mps2)
         ):
@@ -225,7 +229,7 @@ class Tracker:
                 self._harsh_step(ts, accel, last_ts, last_speed, out)
             else:
                 self._harsh_step(ts, accel, ts, speed, out)
-        if trips.step(slots, ts, speed, accel, increment_m, bridged, p):
+        if _trip_step(slots, ts, speed, accel, increment_m, bridged, p):
             self._trip_id = trips.trip_id_for(self.vehicle_id, ts)
         slots[LAST_TS] = ts
         slots[LAST_SPEED] = speed

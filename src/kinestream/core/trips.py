@@ -70,7 +70,7 @@ def trip_id_for(vehicle_id: str, start_ts: float) -> str:
     return f"{vehicle_id}-{round(start_ts * 1000.0)}"
 
 
-def step(  # noqa: PLR0917 (hot path: positional is cheaper)
+def step(  # noqa: PLR0912, PLR0917 (hot path, one call per reading: positional, inlined)
     slots: array[float],
     ts: float,
     speed_mps: float,
@@ -92,7 +92,25 @@ def step(  # noqa: PLR0917 (hot path: positional is cheaper)
         _open(slots, ts, speed_mps, accel_mps2)
         return True
     if state != IDLE:
-        _accumulate(slots, speed_mps, accel_mps2, increment_m, bridged)
+        # Neumaier add of a non-negative increment to a non-negative sum (integrator.py, inlined).
+        total = slots[TRIP_SUM]
+        new_total = total + increment_m
+        if total >= increment_m:
+            slots[TRIP_COMP] += (total - new_total) + increment_m
+        else:
+            slots[TRIP_COMP] += (increment_m - new_total) + total
+        slots[TRIP_SUM] = new_total
+        if bridged:
+            neumaier_add(slots, BRIDGED_SUM, increment_m)
+        # max() exactly (it keeps the first unless beaten) without its call, per reading.
+        if speed_mps > slots[TRIP_MAX_SPEED]:  # noqa: PLR1730
+            slots[TRIP_MAX_SPEED] = speed_mps
+        if accel_mps2 is not None:
+            # ``not <=`` so that a NaN (no estimate yet) is replaced by the first real value.
+            if not accel_mps2 <= slots[TRIP_MAX_ACCEL]:
+                slots[TRIP_MAX_ACCEL] = accel_mps2
+            if not accel_mps2 >= slots[TRIP_MIN_ACCEL]:
+                slots[TRIP_MIN_ACCEL] = accel_mps2
         if action is STOP:
             slots[STOP_SINCE_TS] = ts
         elif action is RESUME:
@@ -115,34 +133,6 @@ def _open(slots: array[float], ts: float, speed_mps: float, accel_mps2: float | 
     slots[TRIP_MAX_SPEED] = speed_mps
     accel = math.nan if accel_mps2 is None else accel_mps2
     slots[TRIP_MAX_ACCEL] = slots[TRIP_MIN_ACCEL] = accel
-
-
-def _accumulate(
-    slots: array[float],
-    speed_mps: float,
-    accel_mps2: float | None,
-    increment_m: float,
-    bridged: bool,
-) -> None:
-    # Neumaier add of a non-negative increment to a non-negative sum (integrator.py, inlined).
-    total = slots[TRIP_SUM]
-    new_total = total + increment_m
-    if total >= increment_m:
-        slots[TRIP_COMP] += (total - new_total) + increment_m
-    else:
-        slots[TRIP_COMP] += (increment_m - new_total) + total
-    slots[TRIP_SUM] = new_total
-    if bridged:
-        neumaier_add(slots, BRIDGED_SUM, increment_m)
-    # max() exactly (it keeps the first unless beaten) without its call, per reading.
-    if speed_mps > slots[TRIP_MAX_SPEED]:  # noqa: PLR1730
-        slots[TRIP_MAX_SPEED] = speed_mps
-    if accel_mps2 is not None:
-        # ``not <=`` so that a NaN (no estimate yet) is replaced by the first real value.
-        if not accel_mps2 <= slots[TRIP_MAX_ACCEL]:
-            slots[TRIP_MAX_ACCEL] = accel_mps2
-        if not accel_mps2 >= slots[TRIP_MIN_ACCEL]:
-            slots[TRIP_MIN_ACCEL] = accel_mps2
 
 
 def due_reason(slots: array[float], t: float, p: Prepared) -> str | None:
