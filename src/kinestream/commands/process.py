@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import tzinfo
 from pathlib import Path
 from typing import IO
@@ -38,18 +38,8 @@ from kinestream.offline import (
     process_inputs,
 )
 
-KINEMATICS_FIELDS = (
-    "vehicle_id",
-    "ts",
-    "speed_mps",
-    "acceleration_mps2",
-    "acceleration_sigma_mps2",
-    "jerk_mps3",
-    "distance_m",
-    "trip_id",
-    "trip_distance_m",
-    "flags",
-)
+# The CSV header follows the record type, so a new field cannot be left out of one of them.
+KINEMATICS_FIELDS = tuple(field.name for field in fields(Kinematics))
 _SHOWN_PROBLEMS = 5
 _BAR_WIDTH = 30
 DEFAULT_UNIT = SpeedUnit.METRES_PER_SECOND
