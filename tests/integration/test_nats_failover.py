@@ -15,6 +15,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 import pytest
@@ -141,19 +142,24 @@ def worker_runs(outputs: list[tuple[Output, dict]]) -> dict[str, list[str]]:
     return runs
 
 
-def test_three_workers_one_killed_midway_loses_and_doubles_nothing(cluster, tmp_path):
-    """Three workers share the partitions; one is killed with SIGKILL mid-stream. The others
-    take its partitions over from the KV state and the unacknowledged messages: every final
-    odometer equals `kinestream process` (≤ 0.01 %), every published distance equals the
-    offline one at the same ts (nothing counted twice, nothing skipped), every reading is
-    processed, and each vehicle's kinematics came from one worker at a time."""
-    partitions, vehicles, readings = 6, 12, 1500
+class SharedRun(NamedTuple):
+    server: NatsServer
+    log: Path
+    total: int
+    expected: dict[str, float]
+    expected_rows: dict[str, dict[float, float]]
+    observer: NatsObserver
+    workers: list[Worker]
+
+
+def three_workers_sharing(cluster, tmp_path: Path, vehicles: int, readings: int) -> SharedRun:
+    """A fleet log, its offline reference, and three workers sharing six partitions."""
+    partitions = 6
     server = cluster["server"](partitions)
     log = tmp_path / "fleet.jsonl"
     total = write_fleet_log(log, vehicles=vehicles, readings=readings)
     expected = {v: s["distance_m"] for v, s in offline_summary(log).items()}
     expected_rows = offline_kinematics(log, tmp_path)
-    assert sum(len(rows) for rows in expected_rows.values()) == total
     observer = NatsObserver(server.url, ["vehicles.*.kinematics"])
     cluster["observers"].append(observer)
     workers = [Worker(server, f"w{i}", partitions, tmp_path) for i in range(3)]
@@ -162,12 +168,34 @@ def test_three_workers_one_killed_midway_loses_and_doubles_nothing(cluster, tmp_
         lambda: len(owners(observer)) == partitions and len(set(owners(observer).values())) == 3,
         "three workers sharing every partition",
     )
-    victim = workers[0]
-    replay = subprocess.Popen(
-        [sys.executable, "-m", "kinestream", "replay", str(log), "--broker", server.mqtt_url,
-         "--max-rate"],
+    return SharedRun(server, log, total, expected, expected_rows, observer, workers)
+
+
+def start_replay(run: SharedRun) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "kinestream", "replay", str(run.log), "--broker",
+         run.server.mqtt_url, "--max-rate"],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
+
+
+def test_three_workers_one_killed_midway_loses_and_doubles_nothing(cluster, tmp_path):
+    """Three workers share the partitions; one is killed with SIGKILL mid-stream. The others
+    take its partitions over from the KV state and the unacknowledged messages: every final
+    odometer equals `kinestream process` (≤ 0.01 %), every published distance equals the
+    offline one at the same ts (nothing counted twice, nothing skipped), every reading is
+    processed, and each vehicle's kinematics came from one worker at a time."""
+    run = three_workers_sharing(cluster, tmp_path, vehicles=12, readings=1500)
+    total = run.total
+    expected, expected_rows, observer, workers = (
+        run.expected,
+        run.expected_rows,
+        run.observer,
+        run.workers,
+    )
+    assert sum(len(rows) for rows in expected_rows.values()) == total
+    victim = workers[0]
+    replay = start_replay(run)
     try:
         wait_until(
             lambda: sum(o.worker == victim.worker_id for o in observer.snapshot()) > 200,
@@ -215,26 +243,15 @@ def test_a_paused_worker_coming_back_doubles_nothing(cluster, tmp_path):
     """A worker frozen (SIGSTOP) for longer than its lease comes back as a zombie while the
     others own its partitions: its stale round is fenced (time fence, revision-checked state),
     so every published distance still equals the offline one and every odometer is exact."""
-    partitions, vehicles, readings = 6, 12, 1000
-    server = cluster["server"](partitions)
-    log = tmp_path / "fleet.jsonl"
-    write_fleet_log(log, vehicles=vehicles, readings=readings)
-    expected = {v: s["distance_m"] for v, s in offline_summary(log).items()}
-    expected_rows = offline_kinematics(log, tmp_path)
-    observer = NatsObserver(server.url, ["vehicles.*.kinematics"])
-    cluster["observers"].append(observer)
-    workers = [Worker(server, f"w{i}", partitions, tmp_path) for i in range(3)]
-    cluster["workers"].extend(workers)
-    wait_until(
-        lambda: len(owners(observer)) == partitions and len(set(owners(observer).values())) == 3,
-        "three workers sharing every partition",
+    run = three_workers_sharing(cluster, tmp_path, vehicles=12, readings=1000)
+    expected, expected_rows, observer, workers = (
+        run.expected,
+        run.expected_rows,
+        run.observer,
+        run.workers,
     )
     frozen = workers[0]
-    replay = subprocess.Popen(
-        [sys.executable, "-m", "kinestream", "replay", str(log), "--broker", server.mqtt_url,
-         "--max-rate"],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    replay = start_replay(run)
     try:
         wait_until(
             lambda: sum(o.worker == frozen.worker_id for o in observer.snapshot()) > 100,
