@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from kinestream.commands.arguments import positive_seconds, whole_number
 from kinestream.demo import DemoOptions, run_demo
 from kinestream.io.mqtt import quiet_mqtt_library_logs
 
@@ -22,10 +23,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--duration", type=_seconds, metavar="S", help="stop after S seconds (default: Ctrl-C)"
+        "--duration",
+        type=positive_seconds,
+        metavar="S",
+        help="stop after S seconds (default: Ctrl-C)",
     )
     parser.add_argument(
-        "--vehicles", type=_count, default=8, metavar="N", help="simulated vehicles (default 8)"
+        "--vehicles",
+        type=whole_number(1, 10_000),
+        default=8,
+        metavar="N",
+        help="simulated vehicles (default 8)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the fleet's noise")
     parser.add_argument(
@@ -48,23 +56,3 @@ def run(args: argparse.Namespace) -> int:
         broker=args.broker,
     )
     return run_demo(options)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 10000, got {value}")
-    return value

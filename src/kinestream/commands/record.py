@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from kinestream.commands.arguments import positive_seconds, whole_number
 from kinestream.commands.tool_client import check_broker_url, connect_tool_client
 from kinestream.errors import KinestreamError, UsageError
 from kinestream.io.logs import LogWriter
@@ -42,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "-o", "--output", required=True, metavar="LOG",
         help="recorded log to append to (.jsonl, .jsonl.gz; '-' for stdout)",
     )  # fmt: skip
-    parser.add_argument("--count", type=_positive_int, metavar="N", help="stop after N messages")
+    parser.add_argument("--count", type=whole_number(1), metavar="N", help="stop after N messages")
     parser.add_argument(
-        "--duration", type=_positive_float, metavar="S", help="stop after S seconds"
+        "--duration", type=positive_seconds, metavar="S", help="stop after S seconds"
     )
     parser.add_argument("--client-id", help="MQTT client id (default: random)")
     parser.set_defaults(handler=run)
@@ -150,17 +151,3 @@ def topic_filter_problem(topic_filter: str) -> str | None:
         if "+" in level and level != "+":
             return "'+' must be a whole level"
     return None
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value

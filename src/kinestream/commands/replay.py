@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from kinestream.commands.arguments import positive_factor
 from kinestream.commands.process import add_input_arguments, input_options, report_problems
 from kinestream.commands.tool_client import check_broker_url, connect_tool_client
 from kinestream.errors import KinestreamError
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--broker", required=True, metavar="URL", help="mqtt://host:port")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument(
-        "--speed", type=_speed, default=1.0, metavar="X",
+        "--speed", type=positive_factor, default=1.0, metavar="X",
         help="replay X times faster than recorded (default 1: real time)",
     )  # fmt: skip
     pace.add_argument("--max-rate", action="store_true", help="as fast as the broker acknowledges")
@@ -157,13 +158,3 @@ class _Progress:
         self.total = counts.acknowledged  # the estimate counted CSV headers too
         self._draw(counts.acknowledged)
         sys.stderr.write("\n")
-
-
-def _speed(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"speed {text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"speed must be a positive number, got {text}")
-    return value
