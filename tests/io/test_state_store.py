@@ -65,6 +65,27 @@ def test_save_from_a_worker_thread_while_reading(tmp_path):
     assert store.count() == 501
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+def test_saves_from_many_threads_leave_no_connection_behind(tmp_path):
+    """The daemon writes each checkpoint from a new thread; the file descriptors (and memory)
+    of a connection per thread must not pile up, one checkpoint after another."""
+    store = StateStore(tmp_path)
+
+    def save_in_a_new_thread(i: int) -> None:
+        worker = threading.Thread(target=store.save, args=([vehicle(f"v{i}")], i))
+        worker.start()
+        worker.join()
+
+    save_in_a_new_thread(0)
+    open_fds = len(os.listdir("/proc/self/fd"))
+    for i in range(1, 30):
+        save_in_a_new_thread(i)
+    assert len(os.listdir("/proc/self/fd")) == open_fds
+    assert store.count() == 30
+    assert store.wal_generation() == 29
+    store.close()
+
+
 def test_lock_refuses_a_second_process(tmp_path):
     """While one process holds the state dir, another gets StateDirLockedError naming the pid."""
     handle = lock_state_dir(tmp_path)
