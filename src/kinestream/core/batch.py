@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from kinestream.core.batch_plan import BatchInput, Plan, plan_for, take
+from kinestream.core.batch_plan import BatchInput, Plan, group_by_vehicle, plan_for, take
 from kinestream.core.batch_records import Part, stream_part, vectorised_part
 from kinestream.core.batch_result import BatchResult
 from kinestream.core.estimators import estimate_batch_for
@@ -104,6 +104,13 @@ def process_batch_codes(
     return job.run()
 
 
+def _first_positions(readings: IntArray) -> IntArray:
+    """Grouped index of each present vehicle's first reading, from the counts per vehicle."""
+    offsets = np.zeros(readings.shape[0], dtype=np.intp)
+    np.cumsum(readings[:-1], out=offsets[1:])
+    return offsets[readings > 0]
+
+
 class _Job:
     """One ``process_batch`` call: the steps named in the module docstring, in order."""
 
@@ -124,11 +131,14 @@ class _Job:
         self.finish = finish
         self.estimate = estimate_batch_for(p.params.estimator)
         self.readings = np.bincount(codes, minlength=len(names)).astype(np.int64)
-        grouped = codes.shape[0] < 2 or bool(np.all(codes[1:] >= codes[:-1]))
-        self.order = np.arange(codes.shape[0]) if grouped else np.argsort(codes, kind="stable")
-        self.codes = codes[self.order]
-        self.ts = ts[self.order]
-        self.raw_speed = np.asarray(speed_mps, dtype=np.float64)[self.order]
+        speed_mps = np.asarray(speed_mps, dtype=np.float64)
+        grouping = group_by_vehicle(codes, self.readings)
+        if grouping is None:  # already grouped: the arrays as given, no copies
+            self.order = np.arange(codes.shape[0])
+            self.codes, self.ts, self.raw_speed = codes, ts, speed_mps
+        else:
+            self.order, self.codes = grouping
+            self.ts, self.raw_speed = ts.take(self.order), speed_mps.take(self.order)
         self.to_stream = np.zeros(len(names), dtype=bool)
         self.disordered = np.zeros(len(names), dtype=bool)
         self.final_candidates = np.empty(0, dtype=np.intp)
@@ -145,6 +155,7 @@ class _Job:
             flags,
             finish,
             self.estimate,
+            _first_positions(self.readings),
         )
 
     # -- steps ---------------------------------------------------------------------------

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from kinestream.core.estimators import BatchEstimate
-from kinestream.core.params import EstimatorParams, TrackerParams
+from kinestream.core.estimators import BatchEstimate, BatchFunction
+from kinestream.core.params import TrackerParams
 from kinestream.core.prepared import Prepared
 
 FloatArray = npt.NDArray[np.float64]
@@ -30,7 +30,8 @@ class BatchInput:
     raw_speed: FloatArray  # as given (validation and clamping come later)
     flags: Sequence[tuple[str, ...]] | None
     finish: bool
-    estimate: Callable[[FloatArray, FloatArray, BoolArray, EstimatorParams], BatchEstimate]
+    estimate: BatchFunction
+    starts: IntArray  # index of each vehicle's first reading in the grouped input
 
 
 @dataclass(slots=True)
@@ -49,6 +50,9 @@ class Plan:
     predicted_mps: FloatArray
     predicted_sigma_mps: FloatArray
     violation: BoolArray
+    starts: IntArray  # index of each vehicle's first reading
+    restarts: IntArray  # where ``continuing`` is False: vehicle starts and long gaps
+    clamped: BoolArray  # the raw speed was negative (clamped to 0)
 
 
 def take(values: np.ndarray, positions: IntArray) -> np.ndarray:
@@ -56,27 +60,62 @@ def take(values: np.ndarray, positions: IntArray) -> np.ndarray:
     return values if positions.shape[0] == values.shape[0] else values[positions]
 
 
+def group_by_vehicle(codes: IntArray, readings: IntArray) -> tuple[IntArray, IntArray] | None:
+    """The stable grouping permutation and the grouped codes; None when already grouped.
+
+    One sort of (code, arrival index) packed into one unsigned integer: unique keys, so any
+    sort is stable, and numpy's SIMD sort of 32/64-bit integers is ~4x a stable argsort of the
+    codes. The grouped codes come from the counts per vehicle (``readings``), not a gather.
+    """
+    n = codes.shape[0]
+    if n < 2 or not (codes[1:] < codes[:-1]).any():
+        return None
+    bits = int(n - 1).bit_length()
+    key_type = np.uint32 if readings.shape[0] << bits <= 1 << 32 else np.uint64
+    key = codes.astype(key_type)
+    key <<= key_type(bits)
+    key |= np.arange(n, dtype=key_type)
+    key.sort()
+    key &= key_type((1 << bits) - 1)
+    grouped = np.repeat(np.arange(readings.shape[0]), readings)
+    return key.astype(np.intp), grouped
+
+
+def vehicle_starts(codes: IntArray) -> IntArray:
+    """Index of each vehicle's first reading in grouped ``codes``."""
+    if not codes.shape[0]:
+        return np.empty(0, dtype=np.intp)
+    changes = np.flatnonzero(codes[1:] != codes[:-1])
+    starts = np.empty(changes.shape[0] + 1, dtype=np.intp)
+    starts[0] = 0
+    np.add(changes, 1, out=starts[1:])
+    return starts
+
+
 def plan_for(inp: BatchInput, positions: IntArray) -> Plan:
     """Candidate committed readings with intervals, estimates and step violations."""
     p = inp.p
     ts = take(inp.ts, positions)
     raw = take(inp.raw_speed, positions)
-    speed = np.where(raw < 0.0, 0.0, raw)
-    codes = take(inp.codes, positions)
-    vehicle_start = np.ones(ts.shape[0], dtype=bool)
-    vehicle_start[1:] = codes[1:] != codes[:-1]
+    negative = raw < 0.0
+    if negative.any():  # the stream's ``if speed < 0.0: speed = 0.0`` (-0.0 stays -0.0)
+        speed = raw.copy()
+        speed[negative] = 0.0
+    else:
+        speed = raw
+    n = ts.shape[0]
+    starts = inp.starts if positions.shape[0] == inp.ts.shape[0] else None
+    if starts is None:
+        starts = vehicle_starts(take(inp.codes, positions))
+    vehicle_start = np.zeros(n, dtype=bool)
+    vehicle_start[starts] = True
     dt_s = np.empty_like(ts)
-    dt_s[:1] = np.nan
-    dt_s[1:] = ts[1:] - ts[:-1]
-    dt_s[vehicle_start] = np.nan
+    np.subtract(ts[1:], ts[:-1], out=dt_s[1:])
+    dt_s[starts] = np.nan
     continuing = dt_s <= p.max_gap_s
-    est = inp.estimate(ts, speed, ~continuing, inp.params.estimator)
-    predicted = est.predicted_speed_mps
-    with np.errstate(invalid="ignore"):
-        bound = (
-            p.max_accel_mps2 * dt_s + p.step_allowance_mps + p.step_sigmas * est.predicted_sigma_mps
-        )
-        violation = continuing & (np.abs(speed - predicted) > bound)
+    restarts = np.flatnonzero(~continuing)
+    est = inp.estimate(ts, speed, ~continuing, inp.params.estimator, dt_s=dt_s)
+    violation = _step_violations(p, speed, dt_s, continuing, est)
     return Plan(
         positions,
         ts,
@@ -87,7 +126,38 @@ def plan_for(inp: BatchInput, positions: IntArray) -> Plan:
         est.acceleration_mps2,
         est.acceleration_sigma_mps2,
         est.jerk_mps3,
-        predicted,
+        est.predicted_speed_mps,
         est.predicted_sigma_mps,
         violation,
+        starts,
+        restarts,
+        negative,
     )
+
+
+def _step_violations(
+    p: Prepared, speed: FloatArray, dt_s: FloatArray, continuing: BoolArray, est: BatchEstimate
+) -> BoolArray:
+    """``continuing & (|speed - predicted| > max_accel·Δt + allowance + sigmas·σ)``.
+
+    The bound is never below the allowance (Δt > 0 between committed readings, σ ≥ 0, and
+    rounding is monotonic), so only readings whose miss exceeds the allowance are checked
+    in full: on real data a small share, and the full bound is computed for those alone.
+    """
+    with np.errstate(invalid="ignore"):
+        miss = np.subtract(speed, est.predicted_speed_mps)
+        np.abs(miss, out=miss)
+        if p.max_accel_mps2 >= 0.0 and p.step_sigmas >= 0.0:
+            suspects = np.flatnonzero(miss > p.step_allowance_mps)
+        else:
+            suspects = np.arange(speed.shape[0])
+        violation = np.zeros(speed.shape[0], dtype=bool)
+        if not suspects.shape[0]:
+            return violation
+        bound = (
+            p.max_accel_mps2 * dt_s[suspects]
+            + p.step_allowance_mps
+            + p.step_sigmas * est.predicted_sigma_mps[suspects]
+        )
+        violation[suspects] = continuing[suspects] & (miss[suspects] > bound)
+    return violation

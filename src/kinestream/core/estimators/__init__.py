@@ -7,20 +7,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from kinestream.core.estimators import difference, kalman, polyfit
 from kinestream.core.estimators.base import (
     AccelerationEstimator,
     BatchEstimate,
+    BatchFunction,
     BoolArray,
     Estimate,
     FloatArray,
     Prediction,
 )
 from kinestream.core.params import EstimatorParams, Method
-
-BatchFunction = Callable[[FloatArray, FloatArray, BoolArray, EstimatorParams], BatchEstimate]
 
 __all__ = [
     "AccelerationEstimator",

@@ -12,6 +12,8 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from kinestream.core.params import EstimatorParams
+
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
@@ -47,6 +49,24 @@ class AccelerationEstimator(Protocol):
 
     def load_state(self, state: tuple[float, ...]) -> None:
         """Resume from ``state()``."""
+
+
+class BatchFunction(Protocol):
+    """A method's ``estimate_batch``: ``restart_before`` marks where history is forgotten.
+
+    ``dt_s``, when the caller has it, is ``ts[i] - ts[i - 1]`` (any value at 0 and where
+    ``restart_before``): passing it saves recomputing it.
+    """
+
+    def __call__(
+        self,
+        ts: FloatArray,
+        speed_mps: FloatArray,
+        restart_before: BoolArray,
+        params: EstimatorParams | None = None,
+        *,
+        dt_s: FloatArray | None = None,
+    ) -> BatchEstimate: ...
 
 
 class BatchEstimate(NamedTuple):

@@ -74,28 +74,43 @@ def estimate_batch(
     speed_mps: FloatArray,
     restart_before: BoolArray,
     params: EstimatorParams | None = None,
+    *,
+    dt_s: FloatArray | None = None,
 ) -> BatchEstimate:
-    """The streaming arithmetic over whole arrays: same operations, so identical numbers."""
+    """The streaming arithmetic over whole arrays: same operations, so identical numbers.
+
+    Each column is one pass written in place; NaN is then put where the stream has nothing:
+    acceleration after a restart (which also makes the next jerk NaN, as in the stream).
+    """
     ts = np.asarray(ts, dtype=np.float64)
     speed_mps = np.asarray(speed_mps, dtype=np.float64)
     n = ts.shape[0]
-    accel = np.full(n, np.nan)
-    jerk = np.full(n, np.nan)
-    predicted = np.full(n, np.nan)
     if n == 0:
-        return BatchEstimate(accel, np.full(0, np.nan), jerk, predicted, np.full(0, np.nan))
+        return BatchEstimate(*(np.empty(0) for _ in BatchEstimate._fields))
+    if dt_s is None:
+        dt_s = np.empty(n)
+        np.subtract(ts[1:], ts[:-1], out=dt_s[1:])
+    restart = np.asarray(restart_before, dtype=bool)
+    forgets = np.flatnonzero(restart)  # restarts the caller asked for
     with np.errstate(all="ignore"):
-        dt_s = np.diff(ts)
-        fresh = np.asarray(restart_before, dtype=bool).copy()
-        fresh[0] = True
-        # A non-advancing timestamp restarts, exactly as in the streaming class.
-        fresh[1:] |= ~(dt_s > 0.0)
-        has_prev = ~fresh[1:]
-        accel[1:] = np.where(has_prev, (speed_mps[1:] - speed_mps[:-1]) / dt_s, np.nan)
-        jerk[1:] = np.where(has_prev, (accel[1:] - accel[:-1]) / dt_s, np.nan)
+        accel = np.empty(n)
+        np.subtract(speed_mps[1:], speed_mps[:-1], out=accel[1:])
+        np.divide(accel[1:], dt_s[1:], out=accel[1:])
+        accel[0] = np.nan
+        accel[forgets] = np.nan
+        # A non-advancing timestamp restarts too, exactly as in the streaming class.
+        stalls = np.flatnonzero(~(dt_s[1:] > 0.0))
+        accel[stalls + 1] = np.nan
+        jerk = np.empty(n)
+        jerk[0] = np.nan
+        np.subtract(accel[1:], accel[:-1], out=jerk[1:])  # NaN after a restart: no previous
+        np.divide(jerk[1:], dt_s[1:], out=jerk[1:])
     # The prediction only needs a previous speed: a non-advancing timestamp keeps one.
-    remembers = ~np.asarray(restart_before, dtype=bool)
-    remembers[0] = False
-    predicted[1:] = np.where(remembers[1:], speed_mps[:-1], np.nan)
-    predicted_sigma = np.where(remembers, 0.0, np.nan)
+    predicted = np.empty(n)
+    predicted[0] = np.nan
+    predicted[1:] = speed_mps[:-1]
+    predicted[forgets] = np.nan
+    predicted_sigma = np.zeros(n)
+    predicted_sigma[0] = np.nan
+    predicted_sigma[forgets] = np.nan
     return BatchEstimate(accel, np.full(n, np.nan), jerk, predicted, predicted_sigma)

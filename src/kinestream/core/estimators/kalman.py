@@ -147,6 +147,8 @@ def estimate_batch(
     speed_mps: FloatArray,
     restart_before: BoolArray,
     params: EstimatorParams | None = None,
+    *,
+    dt_s: FloatArray | None = None,  # the protocol's; recomputed per segment here
 ) -> BatchEstimate:
     """The streaming filter over whole arrays, segments in lockstep (see the module doc)."""
     return _estimate_batch(ts, speed_mps, restart_before, params or EstimatorParams())

@@ -139,6 +139,8 @@ def estimate_batch(
     speed_mps: FloatArray,
     restart_before: BoolArray,
     params: EstimatorParams | None = None,
+    *,
+    dt_s: FloatArray | None = None,  # the protocol's; recomputed per segment here
 ) -> BatchEstimate:
     """The streaming fit over whole arrays: window sums by offset, then the same solve."""
     params = params or EstimatorParams()
