@@ -1,9 +1,12 @@
 """The service's own timers without a broker: the sliced tick reaches every vehicle."""
 
 import asyncio
+import gc
 import time
+from collections.abc import Iterator
 
 import orjson
+import pytest
 
 from kinestream.config import load_settings
 from kinestream.service import WORK_SLICE, Service
@@ -86,3 +89,49 @@ def test_sliced_checkpoint_saves_every_vehicle_as_at_the_log_rotation(tmp_path, 
     assert distances == live
     # Replay met no state newer than the log: nothing was refused as late.
     assert dead_letters == 0
+
+
+@pytest.fixture
+def thawed_afterwards() -> Iterator[None]:
+    """The permanent generation is process-wide: give it back to the collector."""
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def test_start_up_freezes_the_restored_vehicles_out_of_garbage_collection(
+    tmp_path, thawed_afterwards
+):
+    """Once started, nothing start-up made (restored vehicles included) is in a generation
+    the cyclic collector walks, so its first full collection does not stall the traffic."""
+    settings = load_settings(
+        overrides={"state": {"dir": str(tmp_path)}, "metrics": {"enabled": False}}
+    )
+    now = time.time()
+
+    async def first_run() -> None:
+        service = Service(settings)
+        service._build()
+        for i in range(3):
+            payload = orjson.dumps({"ts": now - 10 + i, "speed": 5.0})
+            service._on_message("vehicles/v1/speed", payload, 0, False)
+        assert await service.checkpointer.checkpoint()
+        service.store.close()
+
+    async def restart() -> tuple[bool, bool]:
+        service = Service(settings)
+        service._build()
+        await service._start_up()
+        assert "v1" in service.fleet  # restored from the checkpoint
+        collected = {id(obj) for obj in gc.get_objects()}
+        restored_tracker = service.fleet.tracker("v1")
+        made_later = [restored_tracker]  # e.g. by the traffic
+        later_collected = any(obj is made_later for obj in gc.get_objects())
+        service.store.close()
+        return id(restored_tracker) in collected, later_collected
+
+    asyncio.run(first_run())
+    tracker_collected, later_collected = asyncio.run(restart())
+    assert not tracker_collected
+    assert later_collected  # the collector still sees what traffic makes

@@ -23,6 +23,7 @@ from kinestream.config import Settings, WalFsync
 from kinestream.core.fleet import Fleet
 from kinestream.durability import Checkpointer, DurableLog, recover
 from kinestream.errors import KinestreamError
+from kinestream.gc_policy import freeze_startup_objects
 from kinestream.io import metrics as metrics_http
 from kinestream.io.metrics import Metrics
 from kinestream.io.mqtt import MqttLink
@@ -97,9 +98,7 @@ class Service:
         server = None
         try:
             server = self._serve_metrics()
-            _restored, report = recover(self.store, self.wal, self.book, self.pipeline, time.time())
-            self.metrics.wal_replayed_messages = report.entries
-            await self.checkpointer.checkpoint()  # covers the replayed log; opens a segment
+            await self._start_up()
             self._start_timers()
             await self.stopping.wait()
             await self._shutdown()
@@ -110,6 +109,14 @@ class Service:
             if not self.checkpointer.in_flight:  # else the writer thread still uses it
                 self.store.close()
         return 0
+
+    async def _start_up(self) -> None:
+        """Restore and replay, checkpoint, then freeze what start-up made (``gc_policy``)."""
+        _restored, report = recover(self.store, self.wal, self.book, self.pipeline, time.time())
+        self.metrics.wal_replayed_messages = report.entries
+        await self.checkpointer.checkpoint()  # covers the replayed log; opens a segment
+        frozen = freeze_startup_objects()  # after the restore: its vehicles are long-lived
+        log.debug("%d start-up objects exempted from garbage collection", frozen)
 
     def _start_timers(self) -> None:
         s = self.settings
