@@ -20,8 +20,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib.util import find_spec
+from itertools import repeat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -42,9 +43,19 @@ from kinestream.core.units import SpeedUnit
 from kinestream.core.validation import check_not_future
 from kinestream.errors import UsageError
 from kinestream.io.csv_input import CsvOptions, CsvSpeedReader
-from kinestream.io.logs import BadLine, LogRange, LogReader, Message, log_ranges
+from kinestream.io.logs import (
+    BadLine,
+    LogRange,
+    LogReader,
+    Message,
+    MessageBlock,
+    SampleColumns,
+    decode_sample_columns,
+    log_ranges,
+)
 from kinestream.io.payloads import (
     DEFAULT_MAX_PAYLOAD_BYTES,
+    RECEIVE_TIME_FLAG,
     Sample,
     decode_single_sample,
     decode_speed_samples,
@@ -53,6 +64,7 @@ from kinestream.io.payloads import (
 
 if TYPE_CHECKING:
     from kinestream.core.batch import BatchResult
+    from kinestream.core.batch_result import KinematicsColumns
 
 __all__ = [
     "InputOptions",
@@ -72,7 +84,9 @@ FloatArray = npt.NDArray[np.float64]
 LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".log")
 CSV_SUFFIXES = (".csv",)
 DEFAULT_MAX_FUTURE_S = 10.0
-_PROGRESS_EVERY = 8192
+_RECEIVE_TIME_FLAGS = (RECEIVE_TIME_FLAG,)
+_ROWS_PER_WRITE = 65_536  # kinematics rows encoded per call when writing columns
+_UNSEEN = -2  # a topic not seen yet in this input (-1: a refused topic)
 # Parallel decoding: parts of about this many bytes (~100k lines), for logs of at least two.
 _PART_BYTES = 16 * 1024 * 1024
 
@@ -171,6 +185,20 @@ class _Columns:
             self.names.append(vehicle_id)
         return code
 
+    def extend_arrays(
+        self, codes: npt.NDArray[np.int64], samples: SampleColumns, start: int, stop: int
+    ) -> None:
+        """Rows ``start..stop`` of bulk-decoded samples (``codes`` are theirs)."""
+        if stop <= start:
+            return
+        base = len(self.ts)
+        receive_time = np.flatnonzero(samples.receive_time[start:stop])
+        for i in receive_time.tolist():
+            self.flags[base + i] = _RECEIVE_TIME_FLAGS
+        self.codes.frombytes(codes.tobytes())
+        self.ts.frombytes(samples.ts[start:stop].tobytes())
+        self.speed_mps.frombytes(samples.speed_mps[start:stop].tobytes())
+
     def append(self, code: int, sample: Sample) -> None:
         ts, speed_mps, flags = sample
         if flags:
@@ -219,6 +247,7 @@ class _Sources:
         self._on_rejection = on_rejection
         self._on_progress = on_progress
         self._bytes_done = 0  # of the inputs already read, for progress
+        self._code_of_topic: dict[str, int] = {}  # of the log being read; -1: refused
 
     def fill(self, paths: Sequence[Path], columns: _Columns, jobs: int = 1) -> None:
         for path in paths:
@@ -231,36 +260,70 @@ class _Sources:
             self._bytes_done += path.stat().st_size
 
     def _fill_from_log(self, path: Path, reader: LogReader, columns: _Columns) -> None:
-        """The hot loop of ``process``: one line, one message, (nearly) always one sample."""
-        options = self.options
-        unit, limit, max_future_s = (
-            options.default_unit, options.max_payload_bytes, options.max_future_s
-        )  # fmt: skip
-        code_of_topic: dict[str, int] = {}  # -1: a refused topic
-        codes, ts_column, speeds = columns.codes, columns.ts, columns.speed_mps
-        progress_at = _PROGRESS_EVERY
-        for t, topic, payload in reader:
-            code = code_of_topic.get(topic)
-            if code is None:
-                code = code_of_topic[topic] = self._topic_code(topic, columns)
-            if code < 0:
-                self._topic_problem(path, reader.line_number, topic)
-                continue
-            sample = decode_single_sample(payload, t, unit, limit)
-            if sample is None:
-                self._decode_fully(payload, columns.names[code], code, t, columns)
-            elif sample[0] - t > max_future_s:  # the daemon's receive-time check
-                self._refuse_future(columns.names[code], sample, t)
-            elif sample[2]:
-                columns.append(code, sample)
+        """The hot part of ``process``: blocks of lines decoded in bulk, appended as arrays;
+        only the rows the bulk decoders leave undecided go one by one."""
+        self._code_of_topic = {}
+        for block in reader.blocks():
+            if block.text:
+                self._add_text_block(path, block, columns)
             else:
-                codes.append(code)
-                ts_column.append(sample[0])
-                speeds.append(sample[1])
-            if len(ts_column) >= progress_at:
-                progress_at += _PROGRESS_EVERY
-                self._progress(len(ts_column), reader.bytes_read)
+                for i, line_number in enumerate(block.line_numbers):
+                    message = block.t[i], block.topics[i], cast(bytes, block.payloads[i])
+                    self._add_message(path, line_number, message, columns)
+            self._progress(len(columns), reader.bytes_read)
         self.problems.extend(_problems(path, reader.bad_lines))
+
+    def _add_text_block(self, path: Path, block: MessageBlock, columns: _Columns) -> None:
+        options = self.options
+        t = np.array(block.t, dtype=np.float64)
+        codes = self._topic_codes(block.topics, columns)
+        payloads = cast(list[str], block.payloads)
+        samples = decode_sample_columns(
+            payloads, t, options.default_unit, options.max_payload_bytes
+        )
+        with np.errstate(invalid="ignore"):  # NaN where not decoded: not simple anyway
+            simple = samples.decoded & (codes >= 0) & ~(samples.ts - t > options.max_future_s)
+        start = 0
+        for row in np.flatnonzero(~simple).tolist():  # in order: arrival order is kept
+            columns.extend_arrays(codes[start:row], samples, start, row)
+            message = block.t[row], block.topics[row], payloads[row].encode()
+            self._add_message(path, block.line_numbers[row], message, columns)
+            start = row + 1
+        columns.extend_arrays(codes[start:], samples, start, len(payloads))
+
+    def _topic_codes(self, topics: list[str], columns: _Columns) -> IntArray:
+        """Each topic's vehicle code (-1: a refused topic), new vehicles in order of arrival."""
+        code_of_topic = self._code_of_topic
+        codes = list(map(code_of_topic.get, topics, repeat(_UNSEEN)))
+        if _UNSEEN in codes:
+            for i, code in enumerate(codes):
+                if code == _UNSEEN:
+                    codes[i] = self._code(topics[i], columns)
+        return np.array(codes, dtype=np.int64)
+
+    def _code(self, topic: str, columns: _Columns) -> int:
+        code = self._code_of_topic.get(topic)
+        if code is None:
+            code = self._code_of_topic[topic] = self._topic_code(topic, columns)
+        return code
+
+    def _add_message(
+        self, path: Path, line_number: int, message: Message, columns: _Columns
+    ) -> None:
+        """One message the bulk path did not take: the daemon's per-message decoding."""
+        options = self.options
+        t, topic, payload = message
+        code = self._code(topic, columns)
+        if code < 0:
+            self._topic_problem(path, line_number, topic)
+            return
+        sample = decode_single_sample(payload, t, options.default_unit, options.max_payload_bytes)
+        if sample is None:
+            self._decode_fully(payload, columns.names[code], code, t, columns)
+        elif sample[0] - t > options.max_future_s:  # the daemon's receive-time check
+            self._refuse_future(columns.names[code], sample, t)
+        else:
+            columns.append(code, sample)
 
     def _fill_in_parallel(self, path: Path, columns: _Columns, jobs: int) -> None:
         """Parts of a big log decoded in worker processes, merged back in file order."""
@@ -443,10 +506,12 @@ class _Collector:
         self,
         on_kinematics: Callable[[Kinematics], None] | None,
         on_event: Callable[[HarshEvent], None] | None = None,
+        on_kinematics_columns: Callable[[KinematicsColumns], None] | None = None,
     ) -> None:
         self.summaries: dict[str, VehicleSummary] = {}
         self._on_kinematics = on_kinematics
         self._on_event = on_event
+        self._on_columns = on_kinematics_columns
 
     def summary(self, vehicle_id: str) -> VehicleSummary:
         summary = self.summaries.get(vehicle_id)
@@ -490,10 +555,19 @@ class _Collector:
             self.summary(trip.vehicle_id).trips.append(trip)
         for event in result.events:
             self._add_other(event)
-        if self._on_kinematics is not None:
+        if self._on_columns is not None:
+            self._write_columns(result, self._on_columns)
+        elif self._on_kinematics is not None:
             write = self._on_kinematics
-            for row in np.argsort(result.index, kind="stable"):  # arrival order, as streamed
-                write(result.row(int(row)))
+            for row in result.input_order().tolist():  # arrival order, as streamed
+                write(result.row(row))
+
+    @staticmethod
+    def _write_columns(result: BatchResult, write: Callable[[KinematicsColumns], None]) -> None:
+        """Every row in arrival order, a slice of rows at a time (bounded memory)."""
+        order = result.input_order()
+        for start in range(0, len(order), _ROWS_PER_WRITE):
+            write(result.kinematics_columns(order[start : start + _ROWS_PER_WRITE]))
 
     def _add_rows(self, result: BatchResult) -> None:
         vehicle = result.vehicle
@@ -528,21 +602,24 @@ def process_inputs(
     on_kinematics: Callable[[Kinematics], None] | None = None,
     on_event: Callable[[HarshEvent], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    on_kinematics_columns: Callable[[KinematicsColumns], None] | None = None,
     engine: Engine | None = None,
     jobs: int = 1,
 ) -> ProcessResult:
     """Read every input (in order), run the readings through the core, end each vehicle.
 
     ``on_kinematics`` receives each kinematics record, in the order the readings arrived
-    (``-o``); ``on_event`` each harsh event (``plot`` marks them); ``on_progress`` the readings
-    and input bytes read so far, every few thousand. ``engine="batch"`` (the default when the
+    (``-o``); ``on_kinematics_columns``, when given, receives them instead from the batch
+    engine, many rows at a time as columns (same order, no record object per row);
+    ``on_event`` each harsh event (``plot`` marks them); ``on_progress`` the readings and
+    input bytes read so far, once per block of lines read. ``engine="batch"`` (the default when the
     core has ``batch.py``) runs the core over whole arrays; ``"stream"`` feeds a ``Fleet`` one
     reading at a time, as the daemon does. Both give the same records (a test holds them to it).
     ``jobs`` > 1 decodes big uncompressed logs in that many worker processes (the decoding is
     nine tenths of the time); the merged input is the same as read by one process.
     """
     check_inputs(paths)
-    collector = _Collector(on_kinematics, on_event)
+    collector = _Collector(on_kinematics, on_event, on_kinematics_columns)
     sources = _Sources(options, collector.reject, on_progress)
     columns = _Columns()
     sources.fill(paths, columns, jobs)

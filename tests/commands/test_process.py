@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -285,14 +286,19 @@ def test_input_messages_gives_replayable_messages_for_logs_and_csvs(tmp_path, ra
     assert [p.line_number for p in problems] == [3]
 
 
-def test_progress_is_reported_with_readings_and_bytes(tmp_path):
-    """on_progress gets growing reading counts and input bytes, never beyond the input size."""
+def test_progress_is_reported_with_readings_and_bytes(tmp_path, monkeypatch):
+    """on_progress gets growing reading counts and input bytes (once per block of lines read),
+    never beyond the input size."""
+    from kinestream.io import logs
+
+    monkeypatch.setattr(logs, "BLOCK_BYTES", 100_000)
     lines = [log_line(T0 + i, "a", {"ts": T0 + i, "speed": 1}) for i in range(20_000)]
     path = write_log(tmp_path, lines)
     calls = []
     process_inputs([path], on_progress=lambda readings, done: calls.append((readings, done)))
-    assert [readings for readings, _ in calls] == [8192, 16384]
-    assert 0 < calls[0][1] < calls[1][1] <= path.stat().st_size
+    assert len(calls) > 5
+    assert all(a[0] < b[0] and a[1] < b[1] for a, b in pairwise(calls))
+    assert calls[-1] == (20_000, path.stat().st_size)
 
 
 def test_config_file_sets_method_unit_and_topic_prefix_and_flags_win(capsys, tmp_path):

@@ -6,14 +6,17 @@ import io
 import json
 from itertools import pairwise
 
+import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kinestream.core.records import RejectReason
 from kinestream.core.units import SpeedUnit
 from kinestream.io.logs import LogReader, LogWriter
 from kinestream.io.payloads import decode_speed_payload
+from tests.integration.test_fuzz import payloads as fuzz_payloads
+from tests.integration.test_fuzz import speed_objects as fuzz_speed_objects
 
 
 def read_log(text: bytes):
@@ -172,3 +175,186 @@ def test_log_ranges_cover_the_file_in_whole_lines_with_their_numbers(tmp_path):
     assert got == expected
     assert bad == whole.bad_lines == [bad[0]]
     assert bad[0].line_number == 18
+
+
+# --- Bulk reading: the block path reads exactly what the line-by-line path reads ----------
+
+GOOD = (
+    b'{"t":1767225600.5,"topic":"vehicles/a/speed",'
+    b'"payload":"{\\"ts\\":1767225600.25,\\"speed\\":2}"}'
+)
+# Two lines holding two objects, but not one each: as many JSON values as lines.
+SPLIT_PAIR = GOOD + b' {"t":1,"topic":"vehicles/a/speed",\n"payload":"1"}'
+HOSTILE_LINES = [
+    GOOD,
+    GOOD.replace(b"vehicles/a", b"vehicles/b"),
+    b'{"t": 2, "topic": "vehicles/a/speed", "payload": "3"}',
+    GOOD + b" " + GOOD,  # two objects on one line: a bad line
+    b'{"t":1,"topic":"vehicles/a/speed",',  # an object split over two lines: two bad lines
+    b'"payload":"1"}',
+    b'{"t":1,"topic":"vehicles/a/speed",\n"payload":"1"}',
+    SPLIT_PAIR,
+    b"",
+    b"   ",
+    GOOD + b"\r",
+    b" " + GOOD,
+    b'{"t":1,"topic":"vehicles/a/speed","payload":"1","payload_b64":"MQ=="}',
+    b'{"t":1,"topic":"vehicles/a/speed","payload":"1","payload\\u005fb64":"MQ=="}',
+    b'{"t":1,"topic":"vehicles/a/speed","payload_b64":"MQ=="}',
+    b'{"t":1,"topic":"vehicles/a/speed","payload_b64":"%%%"}',
+    '{"t":1,"topic":"vehicles/a/speed","payload":"é"}'.encode(),
+    b'{"t":1,"topic":"vehicles/a/speed","payload":"\\u00e9"}',
+    b'{"t":1,"topic":"vehicles/a/speed","payload":"\\ud800"}',
+    b'{"t":1,"topic":"vehicles/a/speed","payload":{"speed":1}}',
+    b'{"t":1,"topic":"vehicles/a/speed","payload":"1","x":{"y":{}}}',
+    b'{"t":"1","topic":"vehicles/a/speed","payload":"1"}',
+    b'{"t":1e400,"topic":"vehicles/a/speed","payload":"1"}',
+    b'{"topic":"vehicles/a/speed","payload":"1"}',
+    b'{"t":1,"topic":7,"payload":"1"}',
+    b"{}",
+    b"[1, 2]",
+    b"3",
+    b"}{",
+    b"\xff\xfe",
+]
+
+
+def read_both_ways(blob: bytes, block_bytes: int):
+    """(messages with line numbers, bad lines) read in bulk and read strictly line by line."""
+    from unittest import mock
+
+    from kinestream.io import logs
+
+    def read(reader):
+        messages = []
+        for message in reader:
+            messages.append((reader.line_number, message))
+        return messages, reader.bad_lines
+
+    with mock.patch.object(logs, "BLOCK_BYTES", block_bytes):
+        bulk = read(LogReader(io.BytesIO(blob)))
+    with mock.patch.object(logs, "_bulk_block", lambda chunk, first_line: None):
+        line_by_line = read(LogReader(io.BytesIO(blob)))
+    return bulk, line_by_line
+
+
+@given(
+    st.lists(
+        st.one_of(st.just(GOOD), st.sampled_from(HOSTILE_LINES), st.binary(max_size=20)),
+        max_size=60,
+    ),
+    st.sampled_from([40, 300, 1000, 4096]),
+    st.booleans(),
+)
+@example([GOOD, SPLIT_PAIR, GOOD], 4096, True)
+def test_bulk_reading_equals_reading_line_by_line(lines, block_bytes, final_newline):
+    """Any mix of good and hostile lines, cut into blocks anywhere: the same messages, line
+    numbers and bad lines (with their reasons) as the per-line path."""
+    blob = b"\n".join(lines) + (b"\n" if final_newline else b"")
+    bulk, line_by_line = read_both_ways(blob, block_bytes)
+    assert bulk == line_by_line
+
+
+def test_bulk_reading_takes_plain_runs_whole_and_isolates_bad_lines():
+    """Runs of plain lines are read as text blocks; a bad line costs only its piece."""
+    from kinestream.io.logs import MessageBlock
+
+    lines = [GOOD] * 1000
+    lines[500] = b"not json"
+    reader = LogReader(io.BytesIO(b"\n".join(lines) + b"\n"))
+    blocks: list[MessageBlock] = list(reader.blocks(block_bytes=len(GOOD) * 200))
+    assert sum(len(b.t) for b in blocks) == 999
+    assert [b.line_number for b in reader.bad_lines] == [501]
+    line_by_line = [b for b in blocks if not b.text]
+    assert sum(len(b.t) for b in line_by_line) < 20  # only the piece holding line 501
+    numbers = [n for b in blocks for n in b.line_numbers]
+    assert numbers == [n for n in range(1, 1001) if n != 501]
+
+
+@pytest.mark.parametrize(
+    ("body", "lines"),
+    [
+        (b'{"a":1}', 1),
+        (b'{"a":1}\n{"b":{}}\n{}', 3),
+        (b'{"a":1} {"b":\n2}', 0),  # the second value spans a line end
+        (b'{"a":1}\n\n{"b":2}', 0),  # a blank line
+        (b'{"a":1}\r\n{"b":2}', 0),
+        (b' {"a":1}', 0),
+        (b"", 0),
+        (b"[1]", 0),
+    ],
+)
+def test_one_object_per_line_frames_every_line(body, lines):
+    """Line counts only when every line starts with '{' and ends with '}'."""
+    from kinestream.io.logs import one_object_per_line
+
+    assert one_object_per_line(body) == lines
+
+
+# --- Bulk payload decoding: the twin of payloads.decode_single_sample -----------------------
+
+RECEIVED_AT = 1767225700.25
+
+
+def text_payloads(raw: list[bytes]) -> list[str]:
+    """Payloads as a log line holds them (text); bytes that are not UTF-8 would be base64."""
+    texts = []
+    for payload in raw:
+        try:
+            texts.append(payload.decode())
+        except UnicodeDecodeError:
+            continue
+    return texts
+
+
+def assert_agrees_with_single_sample(texts: list[str], unit: SpeedUnit, limit: int) -> int:
+    """Every row decoded in bulk is the sample decode_single_sample gives; returns how many."""
+    from kinestream.io.logs import decode_sample_columns
+    from kinestream.io.payloads import decode_single_sample
+
+    received_at = RECEIVED_AT + np.arange(len(texts), dtype=np.float64)
+    columns = decode_sample_columns(texts, received_at, unit, limit)
+    for i in np.flatnonzero(columns.decoded).tolist():
+        single = decode_single_sample(texts[i].encode(), float(received_at[i]), unit, limit)
+        assert single is not None, texts[i]
+        flags = ("receive_time",) if columns.receive_time[i] else ()
+        assert (columns.ts[i], columns.speed_mps[i], flags) == single, texts[i]
+    return int(columns.decoded.sum())
+
+
+@given(
+    st.lists(fuzz_payloads, max_size=40),
+    st.sampled_from(list(SpeedUnit)),
+    st.sampled_from([65_536, 30]),
+)
+def test_bulk_payload_decoding_agrees_with_the_daemons_decoder(raw, unit, limit):
+    """Over the fuzz corpus (hostile payloads mixed in any order): where the bulk decoder
+    decodes a row, decode_single_sample gives exactly that sample; the rest it leaves."""
+    assert_agrees_with_single_sample(text_payloads(raw), unit, limit)
+
+
+@given(st.lists(fuzz_speed_objects, min_size=1, max_size=40))
+def test_bulk_payload_decoding_agrees_on_speed_objects(objects):
+    """The same on lists of (mostly) well-formed speed objects, where most rows decode."""
+    texts = [json.dumps(o, allow_nan=True) for o in objects]
+    assert_agrees_with_single_sample(texts, SpeedUnit.KILOMETRES_PER_HOUR, 65_536)
+
+
+def test_bulk_payload_decoding_takes_the_common_shapes_and_leaves_the_rest():
+    """Numeric ts or none, known unit or none: decoded; anything else is left undecided."""
+    texts = [
+        '{"ts":1767225600.5,"speed":36,"unit":"km/h"}',
+        '{"speed":2}',
+        '{"ts":1767225601,"speed":1,"unit":"mph","x":[1]}',
+        '{"ts":"2026-01-01T00:00:00Z","speed":1}',
+        '{"ts":1767225600,"speed":1,"unit":"kph"}',
+        "3",
+        '[{"speed":1}]',
+        '{"speed":true}',
+        '{"speed":1,"ts":1e400}',
+        '{"speed":1}\n',
+    ]
+    count = assert_agrees_with_single_sample(texts * 3, SpeedUnit.METRES_PER_SECOND, 65_536)
+    assert 0 < count <= 3 * 3  # pieces holding an undecided row are left whole
+    whole = [texts[0], texts[1], texts[2]] * 50
+    assert assert_agrees_with_single_sample(whole, SpeedUnit.METRES_PER_SECOND, 65_536) == 150

@@ -8,26 +8,28 @@ belong to no vehicle are reported on stderr (counted, with the first few line nu
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields, replace
+from dataclasses import replace
 from datetime import tzinfo
 from pathlib import Path
-from typing import IO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
 from kinestream.config import Settings, load_settings
 from kinestream.core.params import Method
-from kinestream.core.records import Kinematics
 from kinestream.core.units import SpeedUnit, parse_unit
 from kinestream.errors import KinestreamError, UsageError
 from kinestream.io.csv_input import EPOCH_2000_S, CsvOptions, default_vehicle_id
+from kinestream.io.kinematics_files import (
+    CsvKinematicsWriter,
+    JsonLinesKinematicsWriter,
+    Writer,
+)
 from kinestream.io.payloads import parse_timestamp
 from kinestream.offline import (
     InputOptions,
@@ -38,8 +40,6 @@ from kinestream.offline import (
     process_inputs,
 )
 
-# The CSV header follows the record type, so a new field cannot be left out of one of them.
-KINEMATICS_FIELDS = tuple(field.name for field in fields(Kinematics))
 _SHOWN_PROBLEMS = 5
 _BAR_WIDTH = 30
 DEFAULT_UNIT = SpeedUnit.METRES_PER_SECOND
@@ -124,12 +124,13 @@ def run(args: argparse.Namespace) -> int:
     _warn_shared_default_ids(args.inputs, args.vehicle_id)
     progress = _Progress(sum(p.stat().st_size for p in args.inputs)) if _is_tty() else None
     try:
-        with _kinematics_writer(args.output) as write:
+        with _kinematics_writer(args.output) as writer:
             result = process_inputs(
                 args.inputs,
                 options,
                 params,
-                on_kinematics=write,
+                on_kinematics=writer.write if writer else None,
+                on_kinematics_columns=writer.write_columns if writer else None,
                 on_progress=progress.update if progress else None,
                 jobs=args.jobs,
             )
@@ -245,8 +246,8 @@ def report_problems(problems: Sequence[Problem], command: str, what: str) -> Non
 
 
 @contextmanager
-def _kinematics_writer(path: Path | None) -> Iterator[Callable[[Kinematics], object] | None]:
-    """A function writing one kinematics record to ``path`` (JSON Lines, or CSV by name)."""
+def _kinematics_writer(path: Path | None) -> Iterator[Writer | None]:
+    """A writer of kinematics records to ``path`` (JSON Lines, or CSV by name)."""
     if path is None:
         yield None
         return
@@ -256,40 +257,10 @@ def _kinematics_writer(path: Path | None) -> Iterator[Callable[[Kinematics], obj
     except OSError as error:
         raise KinestreamError(f"cannot write {path}: {error.strerror}") from None
     with file:
-        yield _csv_writer(file) if is_csv else _jsonl_writer(file)  # type: ignore[arg-type]
-
-
-def _jsonl_writer(file: IO[bytes]) -> Callable[[Kinematics], object]:
-    encode = msgspec.json.Encoder().encode
-    write = file.write
-    return lambda record: write(encode(record) + b"\n")
-
-
-def _csv_writer(file: IO[str]) -> Callable[[Kinematics], object]:
-    writer = csv.writer(file)
-    writer.writerow(KINEMATICS_FIELDS)
-
-    def write(record: Kinematics) -> None:
-        writer.writerow(
-            (
-                record.vehicle_id,
-                repr(record.ts),
-                repr(record.speed_mps),
-                _cell(record.acceleration_mps2),
-                _cell(record.acceleration_sigma_mps2),
-                _cell(record.jerk_mps3),
-                repr(record.distance_m),
-                record.trip_id or "",
-                _cell(record.trip_distance_m),
-                ";".join(record.flags),
-            )
-        )
-
-    return write
-
-
-def _cell(value: float | None) -> str:
-    return "" if value is None else repr(value)
+        if is_csv:
+            yield CsvKinematicsWriter(file)  # type: ignore[arg-type]
+        else:
+            yield JsonLinesKinematicsWriter(file)  # type: ignore[arg-type]
 
 
 def _is_tty() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +17,25 @@ from kinestream.core.validation import CLAMPED_FLAG
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 BoolArray = npt.NDArray[np.bool_]
+
+
+class KinematicsColumns(NamedTuple):
+    """Rows of kinematics as one list per ``Kinematics`` field, in its field order.
+
+    For writers that encode many rows at once: no record object per row. The float lists
+    hold NaN where a record holds ``None`` (``trip_id`` holds ``None`` itself).
+    """
+
+    vehicle_id: list[str]
+    ts: list[float]
+    speed_mps: list[float]
+    acceleration_mps2: list[float]
+    acceleration_sigma_mps2: list[float]
+    jerk_mps3: list[float]
+    distance_m: list[float]
+    trip_id: list[str | None]
+    trip_distance_m: list[float]
+    flags: list[tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +75,42 @@ class BatchResult:
         """The rows as ``Kinematics`` records (what the streaming path returns)."""
         for row in range(len(self)):
             yield self.row(row)
+
+    def input_order(self) -> IntArray:
+        """The rows in the order of their readings in the input (the order the stream emits
+        them with reorder bound 0)."""
+        return np.argsort(self.index, kind="stable")
+
+    def kinematics_columns(self, rows: IntArray) -> KinematicsColumns:
+        """The kinematics of ``rows`` (row numbers, in the order wanted) as columns: the same
+        values as ``row(k)`` for each ``k``, NaN standing for None."""
+        vehicle_ids = np.array(self.vehicle_ids, dtype=object)
+        trip_ids = np.array([*self.trip_ids, None], dtype=object)  # trip -1: None
+        return KinematicsColumns(
+            vehicle_id=vehicle_ids[self.vehicle[rows]].tolist(),
+            ts=self.ts[rows].tolist(),
+            speed_mps=self.speed_mps[rows].tolist(),
+            acceleration_mps2=self.acceleration_mps2[rows].tolist(),
+            acceleration_sigma_mps2=self.acceleration_sigma_mps2[rows].tolist(),
+            jerk_mps3=self.jerk_mps3[rows].tolist(),
+            distance_m=self.distance_m[rows].tolist(),
+            trip_id=trip_ids[self.trip[rows]].tolist(),
+            trip_distance_m=self.trip_distance_m[rows].tolist(),
+            flags=self._flags(rows),
+        )
+
+    def _flags(self, rows: IntArray) -> list[tuple[str, ...]]:
+        """Each row's flags as ``row`` builds them: the input's, then clamped, bridged_gap."""
+        if self.input_flags is None:
+            flags: list[tuple[str, ...]] = [()] * len(rows)
+        else:
+            input_flags = self.input_flags
+            flags = [input_flags[i] for i in self.index[rows].tolist()]
+        clamped, bridged = self.clamped[rows], self.bridged_gap[rows]
+        for k in np.flatnonzero(clamped | bridged).tolist():
+            extra = (CLAMPED_FLAG,) * bool(clamped[k]) + (BRIDGED_GAP_FLAG,) * bool(bridged[k])
+            flags[k] = (*flags[k], *extra)
+        return flags
 
     def row(self, row: int) -> Kinematics:
         flags = self.input_flags[int(self.index[row])] if self.input_flags is not None else ()

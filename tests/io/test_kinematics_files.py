@@ -1,0 +1,107 @@
+"""Kinematics files: rows written as columns are byte for byte the records written one by one."""
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kinestream.core.params import TrackerParams
+from kinestream.core.records import Kinematics
+from kinestream.io.kinematics_files import (
+    KINEMATICS_FIELDS,
+    CsvKinematicsWriter,
+    JsonLinesKinematicsWriter,
+)
+from kinestream.offline import process_inputs
+
+pytest.importorskip("kinestream.core.batch")
+
+T0 = 1767225600.0
+
+
+def flagged_log(path: Path) -> Path:
+    """Two vehicles with every kind of flag: receive time (bare numbers), clamped (small
+    negative speeds), bridged gaps, trips opening and closing, estimates still missing."""
+    lines = []
+
+    def message(t: float, vehicle: str, payload: object) -> None:
+        topic = f"vehicles/{vehicle}/speed"
+        lines.append(json.dumps({"t": t, "topic": topic, "payload": json.dumps(payload)}))
+
+    ts = T0
+    for i in range(300):
+        ts += 10.0 if i % 50 == 49 else 1.0  # a 10 s gap now and then: bridged
+        speed = max(-0.2, 9.0 * math.sin(i / 25))  # below 0 at times: clamped
+        message(ts + 0.1, "a", {"ts": ts, "speed": speed})
+        if i % 3 == 0:
+            message(ts + 0.2, "b", -0.1 if i % 2 else speed)  # bare numbers: receive time
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def outputs(path: Path, writer_of, file_of):
+    """The file written per record (row by row) and as columns, from one batch run."""
+    per_record, columns = file_of(), file_of()
+    record_writer, column_writer = writer_of(per_record), writer_of(columns)
+    process_inputs([path], params=TrackerParams(), on_kinematics=record_writer.write)
+    process_inputs(
+        [path], params=TrackerParams(), on_kinematics_columns=column_writer.write_columns
+    )
+    return per_record.getvalue(), columns.getvalue()
+
+
+def test_jsonl_columns_equal_records_byte_for_byte(tmp_path):
+    """write_columns gives exactly the bytes of write() per record, flags and nulls included."""
+    per_record, columns = outputs(
+        flagged_log(tmp_path / "log.jsonl"), JsonLinesKinematicsWriter, io.BytesIO
+    )
+    assert columns == per_record
+    records = [json.loads(line) for line in per_record.splitlines()]
+    flags = {tuple(r["flags"]) for r in records}
+    assert {("clamped",), ("bridged_gap",), ("receive_time",), ("receive_time", "clamped")} <= flags
+    assert any(r["acceleration_mps2"] is None for r in records)
+    assert any(r["trip_id"] is None for r in records) and any(r["trip_id"] for r in records)
+
+
+def test_csv_columns_equal_records_byte_for_byte(tmp_path):
+    """The CSV writer too: header, all digits, empty cells for missing values, flags by ';'."""
+    per_record, columns = outputs(
+        flagged_log(tmp_path / "log.jsonl"), CsvKinematicsWriter, io.StringIO
+    )
+    assert columns == per_record
+    assert per_record.startswith(",".join(KINEMATICS_FIELDS) + "\r\n")
+    assert ",receive_time;clamped\r\n" in per_record
+
+
+def test_jsonl_record_has_the_kinematics_keys_in_order():
+    """A record is written with the dataclass's field names, None as null."""
+    record = Kinematics("a", T0, 1.5, None, None, None, 0.0, None, None, ("clamped",))
+    file = io.BytesIO()
+    JsonLinesKinematicsWriter(file).write(record)
+    line = json.loads(file.getvalue())
+    assert list(line) == list(KINEMATICS_FIELDS)
+    assert line["acceleration_mps2"] is None
+    assert line["flags"] == ["clamped"]
+
+
+def test_kinematics_columns_are_the_rows_of_the_result():
+    """BatchResult.kinematics_columns gives row(k)'s values (NaN for None) for the rows asked."""
+    from kinestream.core.batch import process_batch
+
+    ts = T0 + np.arange(40.0)
+    speed = np.abs(np.sin(np.arange(40.0) / 5)) * 10 - 0.05
+    ids = ["a", "b"] * 20
+    result = process_batch(ids, ts, speed, TrackerParams())
+    order = result.input_order()
+    columns = result.kinematics_columns(order[5:30])
+    for j, row in enumerate(order[5:30].tolist()):
+        record = result.row(row)
+        for name in KINEMATICS_FIELDS:
+            value, expected = getattr(columns, name)[j], getattr(record, name)
+            if expected is None and name != "trip_id":
+                assert math.isnan(value), name
+            else:
+                assert value == expected, name
