@@ -53,7 +53,7 @@ def test_sliced_checkpoint_saves_every_vehicle_as_at_the_log_rotation(tmp_path, 
     def feed(service: Service, i: int) -> None:
         for v in range(vehicles):
             payload = orjson.dumps({"ts": now - 100 + i, "speed": 5.0 + (v + i) % 7})
-            service._on_message(f"vehicles/v{v}/speed", payload, 0, False)
+            service._on_messages([(f"vehicles/v{v}/speed", payload, 0, False)])
 
     async def live_run() -> dict[str, float]:
         service = Service(settings)

@@ -10,6 +10,7 @@ through a plain callable, so tests and the service can plug anything in.
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Callable, Iterable
 
@@ -31,6 +32,10 @@ from kinestream.io.metrics import Metrics
 from kinestream.io.payloads import decode_speed_payload, vehicle_id_from_topic
 from kinestream.vehicles import VehicleBook
 
+log = logging.getLogger(__name__)
+
+# A received message: (topic, payload, qos, redelivered), as the MQTT link hands them over.
+Message = tuple[str, bytes, int, bool]
 # publish(topic, payload, qos, retain)
 Publish = Callable[[str, bytes, int, bool], object]
 
@@ -121,6 +126,18 @@ class Pipeline:
                 self.kinematics(records[0], received_at)
             else:
                 self.dispatch(records, topic, payload, received_at, redelivered)
+
+    def handle_batch(self, messages: Iterable[Message], received_at: float) -> None:
+        """``handle`` each (topic, payload, qos, redelivered), all received at ``received_at``.
+
+        Never raises: an internal error on one message is logged and the rest go on (the
+        message stays in the write-ahead log).
+        """
+        for topic, payload, _qos, redelivered in messages:
+            try:
+                self.handle(topic, payload, received_at, redelivered)
+            except Exception:
+                log.exception("internal error processing a message on %r", topic)
 
     def tick(self, now_wall: float) -> None:
         """Tick vehicles whose deadline passed, then publish retained state that was held.

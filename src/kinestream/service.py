@@ -26,7 +26,7 @@ from kinestream.errors import KinestreamError
 from kinestream.gc_policy import freeze_startup_objects
 from kinestream.io import metrics as metrics_http
 from kinestream.io.metrics import Metrics
-from kinestream.io.mqtt import MqttLink
+from kinestream.io.mqtt import Message, MqttLink
 from kinestream.io.state_store import (
     WAL_DIR_NAME,
     StateDirLockedError,
@@ -76,7 +76,7 @@ class Service:
         self.wal = WriteAheadLog(s.state.dir / WAL_DIR_NAME, s.state.wal_fsync)
         self.fleet = Fleet(s.tracker.to_params())
         self.book = VehicleBook(self.fleet, self.store, s.state.max_vehicles, s.state.idle_evict_s)
-        self.link = MqttLink(s.mqtt, self._on_message, self._on_connection_change)
+        self.link = MqttLink(s.mqtt, self._on_messages, self._on_connection_change)
         self.pipeline = Pipeline(
             self.fleet,
             self.book,
@@ -128,16 +128,16 @@ class Service:
             self._start(self._every(s.state.wal_fsync_interval_s, self._fsync), "fsync")
 
     # Hot path ---------------------------------------------------------------------------
-    def _on_message(
-        self, topic: str, payload: bytes, qos: int, redelivered: bool
-    ) -> Awaitable[object] | None:
+    def _on_messages(self, messages: list[Message]) -> Awaitable[object] | None:
+        """One socket read's messages: into the log, then through the pipeline."""
         received_at = time.time()
-        self.durable.append(received_at, topic, payload, redelivered)
-        try:
-            self.pipeline.handle(topic, payload, received_at, redelivered)
-        except Exception:  # a bug must not stop the daemon; the message stays in the log
-            log.exception("internal error processing a message on %r", topic)
-        return self.durable.durable() if qos else None
+        append = self.durable.append
+        any_qos = 0
+        for topic, payload, qos, redelivered in messages:
+            append(received_at, topic, payload, redelivered)
+            any_qos |= qos
+        self.pipeline.handle_batch(messages, received_at)
+        return self.durable.durable() if any_qos else None
 
     # Timers -----------------------------------------------------------------------------
     async def _tick(self) -> None:

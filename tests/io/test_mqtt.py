@@ -75,17 +75,24 @@ def publish_one(broker, topic: str, payload: bytes) -> None:
     client.disconnect()
 
 
-async def receive(broker, client_id: str, durable_done: bool, wait_s: float = 3.0):
-    """Connect a link whose durability signal completes or never does; collect payloads."""
+async def receive(
+    broker, client_id: str, durable_done: bool, wait_s: float = 3.0, fast_reads: bool = True
+):
+    """Connect a link whose durability signal completes or never does; collect payloads.
+
+    ``fast_reads`` False: the link never sees the connection, so gmqtt's read loop parses."""
     received: list[bytes] = []
     never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def handler(_topic: str, payload: bytes, qos: int, redelivered: bool):
-        received.append((payload, redelivered))
+    def handler(messages):
+        received.extend((payload, redelivered) for _topic, payload, _qos, redelivered in messages)
         return None if durable_done else never
 
     link = MqttLink(settings_for(broker, client_id), handler)
+    if not fast_reads:
+        link._client.created_callback = lambda _connection: None
     await asyncio.wait_for(link.connect_forever(), 15)
+    assert link.fast_reads is fast_reads
     deadline = time.monotonic() + wait_s
     while not received and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -257,3 +264,182 @@ def test_a_topic_gmqtt_passes_as_bytes_becomes_text_with_replacements():
 
     assert _topic_text(b"vehicles/\xff/speed") == "vehicles/\ufffd/speed"
     assert _topic_text("vehicles/a/speed") == "vehicles/a/speed"
+
+
+# --- PublishReader: the receive fast path, fed bytes directly ---------------------------
+
+
+def _length(value: int) -> bytes:
+    from kinestream.io.mqtt import _remaining_length
+
+    return _remaining_length(value)
+
+
+def publish_bytes(
+    topic: bytes,
+    payload: bytes,
+    qos: int = 0,
+    packet_id: int = 0,
+    dup: bool = False,
+    properties: bytes | None = b"",
+) -> bytes:
+    """A PUBLISH as a broker sends it; ``properties`` None: MQTT 3.1.1 (no property block)."""
+    body = len(topic).to_bytes(2, "big") + topic
+    if qos:
+        body += packet_id.to_bytes(2, "big")
+    if properties is not None:
+        body += _length(len(properties)) + properties
+    body += payload
+    first = 0x30 | (qos << 1) | (0x08 if dup else 0)
+    return bytes((first,)) + _length(len(body)) + body
+
+
+class Collected:
+    """What a PublishReader delivers and what it hands on to gmqtt."""
+
+    def __init__(self, mqtt5: bool = True) -> None:
+        from kinestream.io.mqtt import PublishReader
+
+        self.messages: list[tuple[str, bytes, int, bool]] = []
+        self.packet_ids: list[int] = []
+        self.forwarded = bytearray()
+        self.reader = PublishReader(self._deliver, self.forwarded.extend, lambda: mqtt5)
+
+    def _deliver(self, messages, packet_ids) -> None:
+        self.messages.extend(messages)
+        self.packet_ids.extend(packet_ids)
+
+
+SUBACK = b"\x90\x04\x00\x01\x00\x01"
+PINGRESP = b"\xd0\x00"
+PUBACK_FROM_BROKER = b"\x40\x03\x00\x07\x00"
+# User property ("k", "v" * 200): a property block longer than 127 bytes (two-byte length).
+LONG_PROPERTIES = b"\x26\x00\x01k\x00\xc8" + b"v" * 200
+MIXED_STREAM = b"".join(
+    (
+        SUBACK,
+        publish_bytes(b"vehicles/a/speed", b'{"speed":1}'),
+        publish_bytes(b"vehicles/b/speed", b"2", qos=1, packet_id=258, dup=True),
+        PINGRESP,
+        publish_bytes(b"vehicles/c/speed", b"3" * 300, properties=LONG_PROPERTIES),
+        publish_bytes(b"vehicles/\xff/speed", b"4", qos=1, packet_id=9),
+        PUBACK_FROM_BROKER,
+        publish_bytes(b"vehicles/d/speed", b""),
+    )
+)
+MIXED_MESSAGES = [
+    ("vehicles/a/speed", b'{"speed":1}', 0, False),
+    ("vehicles/b/speed", b"2", 1, True),
+    ("vehicles/c/speed", b"3" * 300, 0, False),
+    ("vehicles/\ufffd/speed", b"4", 1, False),
+    ("vehicles/d/speed", b"", 0, False),
+]
+MIXED_OTHERS = SUBACK + PINGRESP + PUBACK_FROM_BROKER
+
+
+def test_reader_delivers_every_publish_of_a_read_and_forwards_the_rest():
+    """One read with several packets: PUBLISHes (QoS 0, QoS 1 with DUP, MQTT 5 properties
+    longer than 127 bytes, a non-UTF-8 topic, an empty payload) are delivered in order with
+    their packet ids; SUBACK, PINGRESP and PUBACK go to gmqtt byte for byte, in one call."""
+    got = Collected()
+    calls: list[bytes] = []
+    forward = got.reader._forward
+    got.reader._forward = lambda data: (calls.append(data), forward(data))
+    got.reader.data_received(MIXED_STREAM)
+    assert got.messages == MIXED_MESSAGES
+    assert got.packet_ids == [258, 9]
+    assert calls == [MIXED_OTHERS]
+
+
+@pytest.mark.parametrize("split", range(1, len(MIXED_STREAM)))
+def test_reader_joins_packets_split_across_reads_at_any_byte(split):
+    """TCP may cut the stream anywhere, inside a length, a topic or a property block: the
+    result is the same as one read."""
+    got = Collected()
+    got.reader.data_received(MIXED_STREAM[:split])
+    got.reader.data_received(MIXED_STREAM[split:])
+    assert got.messages == MIXED_MESSAGES
+    assert got.packet_ids == [258, 9]
+    assert bytes(got.forwarded) == MIXED_OTHERS
+
+
+def test_reader_takes_the_stream_a_byte_at_a_time():
+    got = Collected()
+    for index in range(len(MIXED_STREAM)):
+        got.reader.data_received(MIXED_STREAM[index : index + 1])
+    assert got.messages == MIXED_MESSAGES
+    assert bytes(got.forwarded) == MIXED_OTHERS
+
+
+def test_reader_under_mqtt_311_has_no_property_block():
+    """After a downgrade to MQTT 3.1.1 the payload follows the topic (and packet id) at once."""
+    got = Collected(mqtt5=False)
+    got.reader.data_received(
+        publish_bytes(b"vehicles/a/speed", b"\x00x", properties=None)
+        + publish_bytes(b"vehicles/b/speed", b"y", qos=1, packet_id=3, properties=None)
+    )
+    assert got.messages == [
+        ("vehicles/a/speed", b"\x00x", 0, False),
+        ("vehicles/b/speed", b"y", 1, False),
+    ]
+    assert got.packet_ids == [3]
+
+
+def test_reader_leaves_what_it_does_not_handle_to_gmqtt():
+    """QoS 2, a topic-alias-only PUBLISH (empty topic name) and a PUBLISH whose property
+    block overruns the packet are gmqtt's to handle (or refuse), unchanged."""
+    qos2 = publish_bytes(b"vehicles/a/speed", b"1", qos=2, packet_id=5)
+    alias_only = publish_bytes(b"", b"2", properties=b"\x23\x00\x01")
+    overrun = b"\x30\x06\x00\x01t\x09ab"  # property length 9, only 2 bytes left
+    got = Collected()
+    got.reader.data_received(qos2 + alias_only + overrun)
+    assert got.messages == []
+    assert bytes(got.forwarded) == qos2 + alias_only + overrun
+
+
+def test_reader_hands_a_malformed_length_and_all_after_it_to_gmqtt():
+    """A remaining length of five bytes is not MQTT: from there on gmqtt gets the stream."""
+    good = publish_bytes(b"vehicles/a/speed", b"1")
+    bad = b"\x30\xff\xff\xff\xff\x01"
+    got = Collected()
+    got.reader.data_received(good + bad + good)
+    got.reader.data_received(good)
+    assert got.messages == [("vehicles/a/speed", b"1", 0, False)]
+    assert bytes(got.forwarded) == bad + good + good
+
+
+def test_reader_forwards_everything_once_the_connection_is_superseded():
+    """on_read() False (gmqtt moved to a new connection): nothing is delivered from this one."""
+    from kinestream.io.mqtt import PublishReader
+
+    delivered: list[object] = []
+    forwarded = bytearray()
+    reader = PublishReader(
+        lambda m, p: delivered.append(m), forwarded.extend, lambda: True, lambda: False
+    )
+    reader.data_received(MIXED_STREAM)
+    assert delivered == []
+    assert bytes(forwarded) == MIXED_STREAM
+
+
+@pytest.mark.parametrize("fast_reads", [True, False])
+def test_both_receive_paths_deliver_and_acknowledge(broker_factory, fast_reads):
+    """With PublishReader (fast_reads) and without it (gmqtt's read loop, as when its
+    internals are not as expected), QoS 1 messages arrive once, with DUP on a redelivery,
+    and are acknowledged only when durable."""
+    broker = broker_factory(max_queued_messages=0)
+    name = f"paths-{fast_reads}"
+
+    async def scenario():
+        await receive(broker, name, durable_done=True, wait_s=0.5, fast_reads=fast_reads)
+        for i in range(3):
+            publish_one(broker, "vehicles/a/speed", str(i).encode())
+        first = await receive(broker, name, durable_done=False, fast_reads=fast_reads)
+        second = await receive(broker, name, durable_done=True, fast_reads=fast_reads)
+        third = await receive(broker, name, durable_done=True, wait_s=1.0, fast_reads=fast_reads)
+        return first, second, third
+
+    first, second, third = asyncio.run(scenario())
+    assert [payload for payload, _dup in first] == [b"0", b"1", b"2"]
+    assert second == [(b"0", True), (b"1", True), (b"2", True)]
+    assert third == []

@@ -7,12 +7,14 @@ What it guarantees to the service:
 - Acknowledgement only after the handler says the message is durable. The handler is
   synchronous and returns ``None`` (nothing to wait for) or a future that completes once the
   message is in the write-ahead log; the PUBACK goes out only then.
-- A lean hot path (benchmarks/RESULTS.md measured each step): QoS 1 deliveries bypass gmqtt's
-  task-per-message ``async on_message`` (its ``optimistic_acknowledgement=False`` mode) through
-  an override of its packet handler that acknowledges a whole write-ahead-log batch in one
-  write; QoS 0 outputs are encoded here and written once per event-loop pass instead of one
-  ``send`` per ``publish``. Both use gmqtt internals (checked at start, with the documented
-  ``async on_message`` path as the fallback), which is why they live in this one module.
+- A lean hot path (benchmarks/RESULTS.md measured each step): PUBLISH packets are parsed
+  straight from the socket's reads (``PublishReader``) and handed to the handler a whole read
+  at a time; QoS 1 deliveries are acknowledged a whole write-ahead-log batch in one write,
+  without gmqtt's task-per-message ``async on_message`` (its ``optimistic_acknowledgement=False``
+  mode); QoS 0 outputs are encoded here and written once per event-loop pass instead of one
+  ``send`` per ``publish``. All of it uses gmqtt internals (checked for each connection, with
+  gmqtt's own receive path and then its documented ``async on_message`` as the fallbacks),
+  which is why it lives in this one module.
 - Reconnect forever with exponential backoff and full jitter (gmqtt's own reconnect uses a
   fixed delay, so it is replaced), resubscribing each time; ``{service}/status`` is published
   retained ``online`` once the broker acknowledges the subscription, with a retained
@@ -29,6 +31,7 @@ import logging
 import random
 import ssl
 import struct
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -40,15 +43,23 @@ from kinestream.config import MqttSettings
 
 log = logging.getLogger(__name__)
 
-# handler(topic, payload, qos, redelivered) -> None or an awaitable "durable" signal.
-# ``redelivered``: the broker set DUP (it may have sent this message before).
-MessageHandler = Callable[[str, bytes, int, bool], Awaitable[object] | None]
+# A received PUBLISH: (topic, payload, qos, redelivered); ``redelivered``: the broker set DUP
+# (it may have sent this message before).
+Message = tuple[str, bytes, int, bool]
+# handler(messages) -> None or an awaitable "durable" signal covering all of them. The messages
+# of one socket read come in one call, in the order received.
+MessageHandler = Callable[[list[Message]], Awaitable[object] | None]
 CONNECT_TIMEOUT_S = 5.0
 CONNECTING = "while connecting"
 BACKLOG_LIMIT = 100_000
 SUCCESS = 0
 PUBLISH_QOS0 = 0x30
 PUBLISH_RETAIN = 0x01
+_PUBLISH = 0x30  # packet type PUBLISH, in the high nibble of the first byte
+_QOS2_BIT = 0x04
+_QOS1_BIT = 0x02
+_DUP_BIT = 0x08
+TOPIC_CACHE_LIMIT = 65_536  # distinct topics whose text is kept (a fleet repeats them)
 PUBACK_SUCCESS = b"\x40\x02"  # remaining length 2: success, no properties (MQTT 5 3.4.2.1)
 _MID = struct.Struct("!H")
 
@@ -68,6 +79,132 @@ def _remaining_length(length: int) -> bytes:
 def _topic_text(topic: str | bytes) -> str:
     """gmqtt passes the topic as bytes when it is not UTF-8: decode it with replacements."""
     return topic if type(topic) is str else bytes(topic).decode("utf-8", "replace")
+
+
+class PublishReader:
+    """The receive fast path: PUBLISH packets parsed straight from the socket's reads.
+
+    gmqtt hands every read to an asyncio ``StreamReader``, a read-loop task parses it into
+    packet objects, and a dispatcher parses each PUBLISH's MQTT 5 properties (~7 µs per message
+    before our handler runs, benchmarks/RESULTS.md section 8). Installed as the protocol's
+    ``data_received`` before CONNECT goes out, this sees the stream from its first byte:
+    complete QoS 0 and 1 PUBLISH packets go to ``deliver(messages, packet_ids)``, one call per
+    read; every other packet (CONNACK, SUBACK, PUBACK, PINGRESP, DISCONNECT, QoS 2, a PUBLISH
+    without a topic name) goes to gmqtt's own ``data_received`` unchanged, once per read. A
+    packet split across reads waits for its rest.
+
+    MQTT 5 properties are skipped, not parsed: the only one that changes how a message reads
+    is a topic alias, which a server may only send to a client that allowed it (MQTT 5,
+    3.3.2.3.4); this client allows none (and an alias-only PUBLISH has no topic name, so it
+    goes to gmqtt).
+    """
+
+    __slots__ = ("_broken", "_deliver", "_forward", "_is_mqtt5", "_on_read", "_rest", "_topics")
+
+    def __init__(
+        self,
+        deliver: Callable[[list[Message], list[int]], None],
+        forward: Callable[[bytes], None],
+        is_mqtt5: Callable[[], bool],
+        on_read: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """``on_read()`` runs once per read; False means "not our connection any more": the
+        read then goes to gmqtt as it is (which drops what a superseded connection sends)."""
+        self._deliver = deliver
+        self._forward = forward
+        self._is_mqtt5 = is_mqtt5
+        self._on_read = on_read
+        self._rest = b""  # the start of a packet whose end has not arrived yet
+        self._topics: dict[bytes, str] = {}
+        self._broken = False  # a malformed length: everything goes to gmqtt from here on
+
+    def data_received(self, data: bytes) -> None:  # noqa: PLR0912, PLR0915 (one pass per read)
+        if not self._on_read() or self._broken:
+            self._forward(data)
+            return
+        if self._rest:
+            data = self._rest + data
+        end = len(data)
+        position = 0
+        messages: list[Message] = []
+        packet_ids: list[int] = []
+        others: list[bytes] = []
+        mqtt5 = self._is_mqtt5()
+        topics = self._topics
+        while position + 1 < end:
+            first = data[position]
+            length = data[position + 1]
+            start = position + 2
+            if length > 127:
+                length, start = _read_length(data, position + 1, end)
+                if start == _MALFORMED:  # not MQTT: gmqtt gets the stream from here on
+                    log.error("malformed MQTT packet length from the broker; leaving it to gmqtt")
+                    self._broken = True
+                    others.append(data[position:])
+                    position = end
+                    break
+                if start < 0:
+                    break  # the length itself is incomplete
+            stop = start + length
+            if stop > end:
+                break
+            if first & 0xF0 == _PUBLISH and not first & _QOS2_BIT and length > 2:
+                topic_end = start + 2 + ((data[start] << 8) | data[start + 1])
+                body = topic_end + 2 if first & _QOS1_BIT else topic_end
+                if mqtt5 and body < stop:  # skip the properties (a variable integer length)
+                    size = data[body]
+                    if size < 128:
+                        body += 1 + size
+                    else:
+                        size, body = _read_length(data, body, stop)
+                        body = stop + 1 if body < 0 else body + size
+                elif mqtt5:
+                    body = stop + 1  # no property length at all: malformed, gmqtt says so
+                if topic_end > start + 2 and body <= stop:
+                    name = data[start + 2 : topic_end]
+                    topic = topics.get(name)
+                    if topic is None:
+                        topic = self._topic(name)
+                    if first & _QOS1_BIT:
+                        packet_ids.append((data[topic_end] << 8) | data[topic_end + 1])
+                    messages.append(
+                        (topic, data[body:stop], (first >> 1) & 3, first & _DUP_BIT != 0)
+                    )
+                    position = stop
+                    continue
+            others.append(data[position:stop])
+            position = stop
+        self._rest = data[position:] if position < end else b""
+        if others:
+            self._forward(b"".join(others))
+        if messages:
+            self._deliver(messages, packet_ids)
+
+    def _topic(self, name: bytes) -> str:
+        """Topic text, cached; not UTF-8 is decoded with replacements (the pipeline then
+        dead-letters it as an invalid topic)."""
+        if len(self._topics) >= TOPIC_CACHE_LIMIT:
+            self._topics.clear()
+        topic = self._topics[name] = name.decode("utf-8", "replace")
+        return topic
+
+
+_INCOMPLETE = -1
+_MALFORMED = -2
+
+
+def _read_length(data: bytes, position: int, end: int) -> tuple[int, int]:
+    """The variable byte integer at ``position``: (value, position after it), or (0, -1) when
+    it continues past ``end``, (0, -2) when it is longer than four bytes."""
+    value = 0
+    for index in range(4):
+        if position + index >= end:
+            return 0, _INCOMPLETE
+        byte = data[position + index]
+        value |= (byte & 0x7F) << (7 * index)
+        if byte < 0x80:
+            return value, position + index + 1
+    return 0, _MALFORMED
 
 
 class _Qos0Writer:
@@ -104,10 +241,17 @@ class _Qos0Writer:
 
 
 class _Client(gmqtt.Client):
-    """gmqtt client whose automatic reconnect only tells the link (which owns the backoff)."""
+    """gmqtt client whose automatic reconnect only tells the link (which owns the backoff),
+    and which shows the link each new connection before anything is sent on it."""
 
     lost_callback: Callable[[], None] = staticmethod(lambda: None)
     acked_callback: Callable[[], None] = staticmethod(lambda: None)
+    created_callback: Callable[[Any], None] = staticmethod(lambda _connection: None)
+
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        connection = await super()._create_connection(*args, **kwargs)
+        self.created_callback(connection)
+        return connection
 
     def _remove_message_from_queue(self, mid: int) -> None:
         # gmqtt calls this on each PUBACK for our QoS 1 publishes: a window slot is free.
@@ -173,6 +317,7 @@ class MqttLink:
         # WAL batch future -> (the connection its messages came on, their packet ids)
         self._ack_batches: dict[asyncio.Future[object], tuple[object, list[int]]] = {}
         self.lean = self._install_lean_receive(self._client)
+        self.fast_reads = False  # of the current connection: PublishReader parses its reads
 
     def _make_client(self) -> _Client:
         s = self.settings
@@ -187,6 +332,7 @@ class MqttLink:
         )
         client.lost_callback = self._connection_lost
         client.acked_callback = self._window_freed
+        client.created_callback = self._connection_created
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         if s.username is not None:
@@ -194,8 +340,41 @@ class MqttLink:
         return client
 
     # Receiving --------------------------------------------------------------------------
+    def _connection_created(self, connection: Any) -> None:
+        """Parse this connection's reads ourselves (``PublishReader``) if gmqtt's internals
+        are as expected; otherwise gmqtt's receive path with the handler override below."""
+        protocol = getattr(connection, "_protocol", None)
+        state = getattr(protocol, "_connection_state", None)
+        handler = self._client._package_handler
+        expected = (
+            self.lean
+            and callable(getattr(protocol, "data_received", None))
+            and hasattr(state, "protocol_version")
+            and hasattr(connection, "_last_data_in")
+            and hasattr(handler, "current_connection")
+        )
+        self.fast_reads = bool(expected)
+        if not expected:
+            log.warning("gmqtt internals not as expected: receiving through gmqtt's read loop")
+            return
+        mqtt5 = gmqtt.constants.MQTTv50
+
+        def on_read() -> bool:
+            connection._last_data_in = time.monotonic()  # gmqtt's keepalive watches this
+            return handler.current_connection is connection
+
+        reader = PublishReader(
+            lambda messages, packet_ids: self._deliver(messages, packet_ids, connection),
+            protocol.data_received,
+            lambda: state.protocol_version >= mqtt5,
+            on_read,
+        )
+        protocol.data_received = reader.data_received
+
     def _install_lean_receive(self, client: _Client) -> bool:
-        """Take over QoS 1 deliveries from gmqtt's handler (no task per message)."""
+        """Take over QoS 1 deliveries from gmqtt's handler (no task per message): used when a
+        connection's reads go through gmqtt (``fast_reads`` False, or packets gmqtt parsed
+        before handing over)."""
         handler = client._package_handler
         if not hasattr(handler, "_handle_qos_1_publish_packet"):
             log.warning("gmqtt without the expected packet handler: using async on_message")
@@ -208,13 +387,10 @@ class MqttLink:
         return True
 
     def _on_publish_packet(self, command: int, packet: bytes) -> None:
-        """Parse a PUBLISH (what gmqtt's generic parser did at ~3x the cost, its largest
-        share of the daemon's time) and hand it to the QoS 0 or QoS 1 path.
+        """Parse a PUBLISH gmqtt framed (at a third of its parser's cost) and deliver it.
 
-        Properties are skipped, not parsed: the only one that changes how a message reads is
-        a topic alias, which a server may only send to a client that allowed it (MQTT 5,
-        3.3.2.3.4); this client allows none. QoS 2 and alias-only topics (empty) still go to
-        gmqtt's parser.
+        Properties are skipped as in ``PublishReader``; QoS 2 and alias-only topics (empty)
+        still go to gmqtt's parser.
         """
         qos = (command >> 1) & 0x03
         topic_end = 2 + ((packet[0] << 8) | packet[1])
@@ -233,35 +409,39 @@ class MqttLink:
                     break
                 shift += 7
             position += length
-        payload = packet[position:]
+        message = (topic, packet[position:], qos, bool(command & 0x08))
         if qos:
             mid = (packet[topic_end] << 8) | packet[topic_end + 1]
-            self._deliver_qos1(mid, payload, topic, bool(command & 0x08))
+            self._deliver([message], [mid], self._client._connection)
         else:
-            self._handler(topic, payload, 0, False)
+            self._deliver([message], [], self._client._connection)
 
     def _on_qos0(
         self, _client: object, topic: str | bytes, payload: bytes, qos: int, _properties: object
     ) -> int:
-        self._handler(_topic_text(topic), payload, qos, False)  # QoS 0 is never a redelivery
+        # QoS 0 is never a redelivery
+        self._deliver([(_topic_text(topic), payload, qos, False)], [], self._client._connection)
         return SUCCESS
 
     def _on_qos1(
         self, mid: int, payload: bytes, topic: str | bytes, properties: dict[str, Any]
     ) -> None:
-        self._deliver_qos1(mid, payload, _topic_text(topic), bool(properties.get("dup")))
+        message = (_topic_text(topic), payload, 1, bool(properties.get("dup")))
+        self._deliver([message], [mid], self._client._connection)
 
-    def _deliver_qos1(self, mid: int, payload: bytes, topic: str, redelivered: bool) -> None:
-        durable = self._handler(topic, payload, 1, redelivered)
-        connection = self._client._connection
+    def _deliver(self, messages: list[Message], packet_ids: list[int], connection: Any) -> None:
+        """Hand messages to the handler; acknowledge the QoS 1 ones once it says durable."""
+        durable = self._handler(messages)
+        if not packet_ids:
+            return
         if durable is None:
-            connection.send_package(PUBACK_SUCCESS + _MID.pack(mid))
+            connection.send_package(b"".join(PUBACK_SUCCESS + _MID.pack(m) for m in packet_ids))
             return
         batch = self._ack_batches.get(durable)
         if batch is None:
             batch = self._ack_batches[durable] = (connection, [])
             durable.add_done_callback(self._acknowledge)
-        batch[1].append(mid)
+        batch[1].extend(packet_ids)
 
     def _acknowledge(self, durable: asyncio.Future[object]) -> None:
         """The batch is in the log: one write with all its PUBACKs (never if it failed)."""
@@ -280,7 +460,8 @@ class MqttLink:
         qos: int,
         properties: dict[str, Any],
     ) -> int:
-        durable = self._handler(_topic_text(topic), payload, qos, bool(properties.get("dup")))
+        message = (_topic_text(topic), payload, qos, bool(properties.get("dup")))
+        durable = self._handler([message])
         if durable is not None:
             await durable  # the PUBACK goes out after this returns
         return SUCCESS
