@@ -3,6 +3,7 @@
 from array import array
 
 import numpy as np
+import pytest
 
 from kinestream.core.integrator import (
     compensated,
@@ -49,3 +50,35 @@ def test_segments_restart_from_zero():
     assert even.tolist() == [1, 3, 6, 10, 15, 6, 13, 21, 30, 40]
     uneven = segmented_compensated_cumsum(x, np.array([0, 1, 9]))
     assert uneven.tolist() == [1, 2, 5, 9, 14, 20, 27, 35, 44, 10]
+
+
+def _loop_sums(x: np.ndarray, skip_first: bool) -> list[float]:
+    slots = array("d", [0.0, 0.0])
+    out = []
+    for k, value in enumerate(x.tolist()):
+        if not (skip_first and k == 0):
+            neumaier_add(slots, 0, value)
+        out.append(compensated(slots, 0))
+    return out
+
+
+@pytest.mark.parametrize("skip_first", [False, True])
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        [1000] * 7,  # equal segments: the reshape path
+        [1, 2, 3, 500, 7, 260, 1200, 1, 90, 91, 4000],  # uneven: several padded buckets
+        [1, 1, 1],  # with skip_first nothing is left to sum
+    ],
+)
+def test_segmented_sums_match_the_loop_bit_for_bit(lengths, skip_first):
+    """Every layout (reshape, padded buckets, single rows) gives neumaier_add's exact bits."""
+    rng = np.random.default_rng(len(lengths))
+    n = sum(lengths)
+    x = rng.random(n) * rng.choice([1e-9, 1.0, 1e7], n)
+    starts = np.cumsum([0, *lengths[:-1]])
+    got = segmented_compensated_cumsum(x, starts, skip_first=skip_first)
+    expected = []
+    for start, length in zip(starts, lengths, strict=True):
+        expected += _loop_sums(x[start : start + length], skip_first)
+    assert got.tolist() == expected

@@ -48,23 +48,28 @@ FLOAT_COLUMNS = (
 def vectorised_part(inp: BatchInput, plan: Plan) -> Part:
     """Rows, trips and events of the vectorised vehicles from their committed plan."""
     p = inp.p
-    ts, speed, fresh = plan.ts, plan.speed_mps, ~plan.continuing
-    with np.errstate(invalid="ignore"):
-        previous = np.empty_like(speed)
-        previous[:1] = np.nan
-        previous[1:] = speed[:-1]
-        increment = np.where(plan.continuing, 0.5 * (previous + speed) * plan.dt_s, 0.0)
-        bridged = plan.continuing & (plan.dt_s > p.min_gap_s)
-    distance = segmented_compensated_cumsum(increment, np.flatnonzero(plan.vehicle_start))
-    block = seg.Block(ts, speed, plan.acceleration_mps2, fresh, bridged, plan.vehicle_start)
+    ts, speed = plan.ts, plan.speed_mps
+    increment, bridged = seg.trapezoid_increments(plan, p)
+    distance = segmented_compensated_cumsum(increment, plan.starts)
+    block = seg.Block(
+        ts,
+        speed,
+        plan.acceleration_mps2,
+        ~plan.continuing,
+        bridged,
+        plan.vehicle_start,
+        plan.starts,
+        plan.restarts,
+    )
     spans = seg.segment_trips(block, inp.finish, p)
     closed = np.asarray([r is not None for r in spans.end_reason], dtype=bool)
     harsh = seg.segment_harsh(block, spans.end[closed], inp.finish, p)
-    trip_distance, trip_bridged = _trip_distances(spans, increment, bridged)
+    trip_distance = seg.trip_distances(spans, increment, distance, plan.vehicle_start)
+    trip_bridged = seg.trip_bridged_distances(spans, increment, bridged)
     codes = take(inp.codes, plan.pos)
     trip_ids = [trip_id_for(inp.names[codes[s]], float(ts[s])) for s in spans.start.tolist()]
     events = _events(inp, harsh, codes, ts, spans.of_reading, trip_ids)
-    trips = _trip_summaries(inp, plan, spans, trip_ids, trip_distance, trip_bridged, harsh, block)
+    trips = _trip_summaries(inp, plan, spans, trip_ids, trip_distance, trip_bridged, harsh)
     columns = {
         "index": take(inp.order, plan.pos),
         "vehicle": codes,
@@ -76,34 +81,11 @@ def vectorised_part(inp: BatchInput, plan: Plan) -> Part:
         "distance_m": distance,
         "trip_distance_m": trip_distance,
         "trip": spans.of_reading,
-        "clamped": take(inp.raw_speed, plan.pos) < 0.0,
+        "clamped": plan.clamped,
         "bridged_gap": bridged,
     }
     trip_vehicle = codes[spans.start].tolist()
     return Part(columns, trip_ids, trip_vehicle, trips, events)
-
-
-def _trip_distances(
-    spans: seg.TripSpans, increment: FloatArray, bridged: BoolArray
-) -> tuple[FloatArray, FloatArray]:
-    """Per-reading trip distance and bridged distance: Neumaier sums restarted per trip."""
-    n = increment.shape[0]
-    trip_distance = np.full(n, np.nan)
-    trip_bridged = np.full(n, np.nan)
-    inside = np.flatnonzero(spans.of_reading >= 0)
-    if not len(inside):
-        return trip_distance, trip_bridged
-    starts = np.searchsorted(inside, spans.start)
-    x = increment[inside]
-    x[starts] = 0.0  # a trip's first reading opens it: its interval is not in the trip
-    trip_distance[inside] = segmented_compensated_cumsum(x, starts)
-    in_bridge = bridged[inside]
-    if in_bridge.any():
-        x_bridged = np.where(in_bridge, x, 0.0)
-        trip_bridged[inside] = segmented_compensated_cumsum(x_bridged, starts)
-    else:  # a Neumaier sum of zeros is exactly zero
-        trip_bridged[inside] = 0.0
-    return trip_distance, trip_bridged
 
 
 def _events(  # noqa: PLR0917
@@ -140,7 +122,6 @@ def _trip_summaries(  # noqa: PLR0917
     trip_distance: FloatArray,
     trip_bridged: FloatArray,
     harsh: seg.HarshSpans,
-    block: seg.Block,
 ) -> list[TripSummary]:
     n_trips = len(trip_ids)
     if not n_trips:
@@ -151,7 +132,7 @@ def _trip_summaries(  # noqa: PLR0917
     max_speed = np.maximum.reduceat(plan.speed_mps, bounds)[::2]
     max_accel = np.fmax.reduceat(plan.acceleration_mps2, bounds)[::2]
     min_accel = np.fmin.reduceat(plan.acceleration_mps2, bounds)[::2]
-    stops = _resumed_rests(inp, spans, block, n_trips)
+    stops = spans.stops
     event_trip = spans.of_reading[harsh.last]
     counted = event_trip >= 0
     accelerations = np.bincount(event_trip[counted & harsh.accelerating], minlength=n_trips)
@@ -172,7 +153,7 @@ def _trip_summaries(  # noqa: PLR0917
                 end_ts=end_ts,
                 duration_s=end_ts - start_ts,
                 distance_m=float(trip_distance[last]),
-                bridged_distance_m=float(trip_bridged[last]),
+                bridged_distance_m=float(trip_bridged[k]),
                 max_speed_mps=float(max_speed[k]),
                 max_acceleration_mps2=optional(max_accel[k]),
                 max_deceleration_mps2=optional(min_accel[k]),
@@ -183,17 +164,6 @@ def _trip_summaries(  # noqa: PLR0917
             )
         )
     return summaries
-
-
-def _resumed_rests(
-    inp: BatchInput, spans: seg.TripSpans, block: seg.Block, n_trips: int
-) -> IntArray:
-    """Per trip, readings where it moved again after a rest (stopped → moving)."""
-    slow = block.speed_mps < inp.p.trip_stop_speed_mps
-    trip = spans.of_reading
-    resumed = np.zeros(slow.shape[0], dtype=bool)
-    resumed[1:] = ~slow[1:] & slow[:-1] & (trip[1:] >= 0) & (trip[1:] == trip[:-1])
-    return np.bincount(trip[resumed], minlength=n_trips)
 
 
 def stream_part(inp: BatchInput, code: int) -> tuple[Part, list[object]]:

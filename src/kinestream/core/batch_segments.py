@@ -4,6 +4,10 @@ segmentations, giving the records the streaming tracker gives for the same readi
 Inputs are one block of committed readings, grouped by vehicle, each vehicle in commit order,
 with ``fresh`` marking a restart before a reading (a vehicle's first reading, or a gap longer
 than ``max_gap_s``).
+
+Cost: a few element-wise passes per state machine (a comparison against a threshold, the
+edges where it flips); everything after that works on the edges, rests, trips and events,
+which are far fewer than the readings.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from kinestream.core import trips as trip_rules
+from kinestream.core.batch_plan import Plan
+from kinestream.core.integrator import compensated_ranges, segmented_compensated_cumsum
 from kinestream.core.prepared import Prepared
 
 FloatArray = npt.NDArray[np.float64]
@@ -31,6 +37,8 @@ class Block:
     fresh: BoolArray  # restart before this reading: a vehicle's first, or after a long gap
     bridged: BoolArray  # the interval before this reading is a bridged gap
     vehicle_start: BoolArray
+    starts: IntArray  # where ``vehicle_start``
+    restarts: IntArray  # where ``fresh``
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +50,7 @@ class TripSpans:
     end_reason: list[str | None]  # None: still open (no ``finish``)
     end_ts: FloatArray
     of_reading: IntArray  # trip number per reading, -1 between trips
+    stops: IntArray  # per trip: rests it resumed from (stopped -> moving)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +65,30 @@ class HarshSpans:
     peak_mps2: FloatArray
 
 
-def _run_starts(flag: BoolArray, fresh: BoolArray) -> BoolArray:
-    """Where a run of ``flag`` begins: flag set, and not continuing one from the reading before."""
-    previous = np.empty_like(flag)
-    previous[:1] = False
-    previous[1:] = flag[:-1]
-    return flag & (fresh | ~previous)
+def _rising(flag: BoolArray) -> IntArray:
+    """Where ``flag`` turns on (index 0 included when it starts on)."""
+    edges = np.flatnonzero(flag[1:] > flag[:-1])
+    edges += 1
+    return np.concatenate(([0], edges)) if flag.shape[0] and flag[0] else edges
 
 
-def _last_start_at_or_before(starts: BoolArray) -> IntArray:
-    positions = np.where(starts, np.arange(starts.shape[0]), 0)
-    return np.maximum.accumulate(positions) if starts.shape[0] else positions
+def _falling(flag: BoolArray) -> IntArray:
+    """Last index of each run of ``flag`` (the array's last index when it ends on)."""
+    edges = np.flatnonzero(flag[:-1] > flag[1:])
+    n = flag.shape[0]
+    return np.append(edges, n - 1) if n and flag[-1] else edges
+
+
+def _runs(flag: BoolArray, starts: IntArray) -> tuple[IntArray, IntArray]:
+    """(first, end) of each maximal run of equal ``flag`` values within a vehicle."""
+    n = flag.shape[0]
+    edges = np.flatnonzero(flag[1:] != flag[:-1])
+    edges += 1
+    first = np.union1d(edges, starts)
+    end = np.empty_like(first)
+    end[:-1] = first[1:]
+    end[-1:] = n
+    return first, end
 
 
 def segment_trips(block: Block, finish: bool, p: Prepared) -> TripSpans:
@@ -77,38 +99,61 @@ def segment_trips(block: Block, finish: bool, p: Prepared) -> TripSpans:
     vehicle is idle at each boundary, and the first fast reading after a boundary (before the
     next one) starts a trip that ends at that next boundary.
     """
-    ts, speed_mps, vehicle_start = block.ts, block.speed_mps, block.vehicle_start
+    ts, speed_mps = block.ts, block.speed_mps
     n = ts.shape[0]
+    if n == 0:
+        empty = np.empty(0, dtype=np.intp)
+        return TripSpans(empty, empty, [], np.empty(0), empty, empty)
     slow = speed_mps < p.trip_stop_speed_mps
     # Rests: runs of slow readings within a vehicle (a trip never spans a restart anyway).
-    rest_start = _run_starts(slow, vehicle_start)
-    rest_start_of = _last_start_at_or_before(rest_start)
-    stop_ends = _stop_end_indices(ts, slow, rest_start, vehicle_start, p)
-    restarts = np.flatnonzero(block.fresh)
-    boundaries = np.union1d(restarts, stop_ends)
+    run_first, run_end = _runs(slow, block.starts)
+    resting = slow[run_first]
+    rest_first, rest_end = run_first[resting], run_end[resting]
+    stop_ends = _stop_end_indices(ts, rest_first, rest_end, block.vehicle_start, p)
+    boundaries = np.union1d(block.restarts, stop_ends)
+    boundaries = boundaries[boundaries < n]  # a deadline found past the data starts nothing
     following = np.append(boundaries[1:], n)
-    fast = np.flatnonzero(speed_mps > p.trip_start_speed_mps)
-    first_fast = np.searchsorted(fast, boundaries)
-    candidate = fast[np.minimum(first_fast, len(fast) - 1)] if len(fast) else first_fast
-    opens = (first_fast < len(fast)) & (candidate < following)
-    starts, ends = candidate[opens].astype(np.intp), following[opens].astype(np.intp)
-    reasons = _end_reasons(ends, block, stop_ends, rest_start_of, finish, p)
+    candidate = _first_at_or_after(speed_mps > p.trip_start_speed_mps, boundaries)
+    opens = candidate < following
+    starts, ends = candidate[opens], following[opens]
     last = ends - 1
-    end_ts = np.where(slow[last], ts[rest_start_of[last]], ts[last]) if len(last) else np.empty(0)
-    # Trip number per reading: +1 where a trip starts, back to -1 where it ends.
-    marks = np.zeros(n + 1, dtype=np.intp)
-    np.add.at(marks, starts, 1)
-    np.add.at(marks, ends, -1)
-    inside = np.cumsum(marks[:-1]) > 0
-    of_reading = np.where(inside, np.cumsum(np.bincount(starts, minlength=n)[:n]) - 1, -1)
-    return TripSpans(starts, ends, reasons, end_ts, of_reading)
+    # The run holding each trip's last reading: its rest start when that reading is slow.
+    run_of_last = run_first[np.searchsorted(run_first, last, side="right") - 1]
+    reasons = _end_reasons(ends, block, stop_ends, run_of_last, finish, p)
+    end_ts = np.where(slow[last], ts[run_of_last], ts[last])
+    of_reading = _trip_numbers(starts, ends, n)
+    # A rest resumed inside a trip: the reading after it is in the same trip as its last one.
+    after = rest_end[rest_end < n]
+    trip_after = of_reading[after]
+    resumed = trip_after[(trip_after >= 0) & (trip_after == of_reading[after - 1])]
+    stops = np.bincount(resumed, minlength=starts.shape[0])
+    return TripSpans(starts, ends, reasons, end_ts, of_reading, stops)
+
+
+def _first_at_or_after(flag: BoolArray, positions: IntArray) -> IntArray:
+    """For each position (< len(flag)), the first index at or after it where ``flag``."""
+    rising = _rising(flag)
+    k = np.searchsorted(rising, positions)
+    later = np.append(rising, flag.shape[0])[k]
+    return np.where(flag[positions], positions, later)
+
+
+def _trip_numbers(starts: IntArray, ends: IntArray, n: int) -> IntArray:
+    """Trip number per reading, -1 between trips: one run-length expansion."""
+    count = starts.shape[0]
+    bounds = np.empty(2 * count + 2, dtype=np.intp)
+    bounds[0], bounds[-1] = 0, n
+    bounds[1:-1:2], bounds[2:-1:2] = starts, ends
+    values = np.full(2 * count + 1, -1, dtype=np.intp)
+    values[1::2] = np.arange(count)
+    return np.repeat(values, np.diff(bounds))
 
 
 def _end_reasons(  # noqa: PLR0917
     ends: IntArray,
     block: Block,
     stop_ends: IntArray,
-    rest_start_of: IntArray,
+    rest_start_of_last: IntArray,
     finish: bool,
     p: Prepared,
 ) -> list[str | None]:
@@ -120,7 +165,7 @@ def _end_reasons(  # noqa: PLR0917
     restart = inside & block.fresh[at]
     resting_end = np.isin(ends, stop_ends)
     last = ends - 1
-    stop_deadline = block.ts[rest_start_of[last]] + p.trip_end_stop_s
+    stop_deadline = block.ts[rest_start_of_last] + p.trip_end_stop_s
     gap_deadline = block.ts[last] + p.max_gap_s
     stopped_first = stop_deadline <= gap_deadline
     reasons: list[str | None] = []
@@ -135,32 +180,36 @@ def _end_reasons(  # noqa: PLR0917
 
 
 def _stop_end_indices(
-    ts: FloatArray, slow: BoolArray, rest_start: BoolArray, vehicle_start: BoolArray, p: Prepared
+    ts: FloatArray,
+    rest_first: IntArray,
+    rest_end: IntArray,
+    vehicle_start: BoolArray,
+    p: Prepared,
 ) -> IntArray:
     """For each rest long enough to end a trip, the first reading at which its deadline passed.
 
     A rest starting at ``a`` ends a trip at the first later reading ``k`` (inside the rest or
     the first one after it) with ``ts[k] >= ts[a] + trip_end_stop_s``, as ``trips.due_reason``.
+    Found by a bisection run for all such rests at once (ts increases within a vehicle).
     """
     n = ts.shape[0]
-    starts = np.flatnonzero(rest_start)
-    if not len(starts):
-        return starts
-    # Last reading of each rest, and the reading after it when it belongs to the same vehicle.
-    continues = np.empty(n, dtype=bool)
-    continues[:-1] = slow[1:] & ~vehicle_start[1:]
-    continues[-1:] = False
-    rest_last = np.flatnonzero(slow & ~continues)
-    after = rest_last + 1
-    has_after = after < n
-    has_after[has_after] = ~vehicle_start[after[has_after]]
-    horizon = np.where(has_after, after, rest_last)
-    deadline = ts[starts] + p.trip_end_stop_s
+    if not rest_first.shape[0]:
+        return rest_first
+    # The reading after each rest when it belongs to the same vehicle, else the rest's last.
+    has_after = rest_end < n
+    has_after[has_after] = ~vehicle_start[rest_end[has_after]]
+    horizon = np.where(has_after, rest_end, rest_end - 1)
+    deadline = ts[rest_first] + p.trip_end_stop_s
     qualifies = ts[horizon] >= deadline
-    found = []
-    for a, h, due in zip(starts[qualifies], horizon[qualifies], deadline[qualifies], strict=True):
-        found.append(a + 1 + int(np.searchsorted(ts[a + 1 : h + 1], due, side="left")))
-    return np.asarray(found, dtype=np.intp)
+    lo, hi, due = rest_first[qualifies] + 1, horizon[qualifies], deadline[qualifies]
+    searching = lo < hi
+    while searching.any():  # invariant: ts[hi] >= due, and the answer is in [lo, hi]
+        mid = (lo + hi) // 2
+        reached = ts[np.minimum(mid, n - 1)] >= due
+        hi = np.where(searching & reached, mid, hi)
+        lo = np.where(searching & ~reached, mid + 1, lo)
+        searching = lo < hi
+    return lo
 
 
 def segment_harsh(block: Block, trip_breaks: IntArray, finish: bool, p: Prepared) -> HarshSpans:
@@ -171,16 +220,20 @@ def segment_harsh(block: Block, trip_breaks: IntArray, finish: bool, p: Prepared
     """
     ts, speed_mps, accel_mps2, fresh = block.ts, block.speed_mps, block.accel_mps2, block.fresh
     n = ts.shape[0]
-    cut = fresh.copy()
-    cut[trip_breaks[trip_breaks < n]] = True
-    found = [
-        _harsh_runs(
-            accel_mps2 >= p.harsh_exit_accel_mps2, accel_mps2 >= p.harsh_enter_accel_mps2, cut
-        ),
-        _harsh_runs(
-            accel_mps2 <= p.harsh_exit_brake_mps2, accel_mps2 <= p.harsh_enter_brake_mps2, cut
-        ),
-    ]
+    cuts = np.union1d(block.restarts, trip_breaks[trip_breaks < n])
+    with np.errstate(invalid="ignore"):
+        found = [
+            _harsh_runs(
+                accel_mps2 >= p.harsh_exit_accel_mps2,
+                accel_mps2 >= p.harsh_enter_accel_mps2,
+                cuts,
+            ),
+            _harsh_runs(
+                accel_mps2 <= p.harsh_exit_brake_mps2,
+                accel_mps2 <= p.harsh_enter_brake_mps2,
+                cuts,
+            ),
+        ]
     first = np.concatenate([f for f, _ in found])
     last = np.concatenate([last for _, last in found])
     accelerating = np.zeros(len(first), dtype=bool)
@@ -202,22 +255,20 @@ def segment_harsh(block: Block, trip_breaks: IntArray, finish: bool, p: Prepared
 
 
 def _harsh_runs(
-    beyond_exit: BoolArray, beyond_entry: BoolArray, cut: BoolArray
+    beyond_exit: BoolArray, beyond_entry: BoolArray, cuts: IntArray
 ) -> tuple[IntArray, IntArray]:
-    """(first entry reading, last reading) of each run of ``beyond_exit`` reaching the entry."""
+    """(first entry reading, last reading) of each run of ``beyond_exit`` reaching the entry.
+
+    Runs are cut before each index in ``cuts`` (sorted, unique).
+    """
     n = beyond_exit.shape[0]
-    run_start = _run_starts(beyond_exit, cut)
-    continues = np.zeros(n, dtype=bool)
-    continues[:-1] = beyond_exit[1:] & ~cut[1:]
-    run_last = np.flatnonzero(beyond_exit & ~continues)
-    run_first = np.flatnonzero(run_start)
+    split = cuts[(cuts > 0) & beyond_exit[cuts]]
+    split = split[beyond_exit[split - 1]]  # a run going on across a cut: two runs
+    run_first = np.union1d(_rising(beyond_exit), split)
+    run_last = np.union1d(_falling(beyond_exit), split - 1)
     entries = np.flatnonzero(beyond_entry)
     k = np.searchsorted(entries, run_first)
-    entry = (
-        np.where(k < len(entries), entries[np.minimum(k, len(entries) - 1)], n)
-        if len(entries)
-        else np.full(len(run_first), n)
-    )
+    entry = np.append(entries, n)[k]
     has_entry = entry <= run_last
     return entry[has_entry].astype(np.intp), run_last[has_entry].astype(np.intp)
 
@@ -228,3 +279,60 @@ def _is_vehicle_end(index: IntArray, vehicle_start: BoolArray) -> BoolArray:
     at_end = following >= n
     at_end[~at_end] = vehicle_start[following[~at_end]]
     return at_end
+
+
+def trapezoid_increments(plan: Plan, p: Prepared) -> tuple[FloatArray, BoolArray]:
+    """Per reading: the trapezoid over the interval before it (0 after a restart), and whether
+    that interval is a bridged gap. The stream's ``0.5 * (last + speed) * dt``, in place."""
+    speed_mps, dt_s = plan.speed_mps, plan.dt_s
+    increment = np.empty_like(speed_mps)
+    with np.errstate(invalid="ignore"):
+        np.add(speed_mps[:-1], speed_mps[1:], out=increment[1:])
+        increment[1:] *= 0.5
+        increment[1:] *= dt_s[1:]
+        bridged = dt_s > p.min_gap_s
+    increment[plan.restarts] = 0.0
+    bridged[plan.restarts] = False
+    return increment, bridged
+
+
+def trip_distances(
+    spans: TripSpans, increment: FloatArray, distance: FloatArray, vehicle_start: BoolArray
+) -> FloatArray:
+    """Per reading, the open trip's distance (NaN between trips): Neumaier sums restarted at
+    each trip's first reading, whose own interval is not in the trip.
+
+    A trip that opens at its vehicle's first reading sums the odometer's own terms from the
+    same zero (the first increment is 0 there), so it takes the odometer's numbers as they are.
+    """
+    if not spans.start.shape[0]:
+        return np.full(increment.shape[0], np.nan)
+    trip_distance = distance.copy()
+    own = ~vehicle_start[spans.start]
+    if own.any():
+        compensated_ranges(
+            increment, spans.start[own], spans.end[own], trip_distance, skip_first=True
+        )
+    trip_distance[spans.of_reading < 0] = np.nan
+    return trip_distance
+
+
+def trip_bridged_distances(
+    spans: TripSpans, increment: FloatArray, bridged: BoolArray
+) -> FloatArray:
+    """Per trip, the Neumaier sum of its bridged intervals (adding zeros changes nothing in a
+    Neumaier sum, so summing the bridged terms alone gives the stream's bits)."""
+    totals = np.zeros(spans.start.shape[0])
+    at = np.flatnonzero(bridged)
+    if not at.shape[0] or not totals.shape[0]:
+        return totals
+    trip = spans.of_reading[at]
+    keep = (trip >= 0) & (at != spans.start[np.maximum(trip, 0)])
+    at, trip = at[keep], trip[keep]
+    if not at.shape[0]:
+        return totals
+    firsts = np.flatnonzero(np.diff(trip, prepend=-1))
+    sums = segmented_compensated_cumsum(increment[at], firsts)
+    lasts = np.append(firsts[1:], at.shape[0]) - 1
+    totals[trip[firsts]] = sums[lasts]
+    return totals

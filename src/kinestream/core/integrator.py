@@ -7,7 +7,6 @@ compensation term, so the total is as good as a correctly rounded sum in practic
 
 from __future__ import annotations
 
-import itertools
 from array import array
 
 import numpy as np
@@ -46,41 +45,109 @@ def compensated_cumsum(x: FloatArray) -> FloatArray:
     needs the previous total: both vectorise. For non-negative terms "the larger magnitude"
     of (previous total, term) is simply the larger value.
     """
-    return _compensated_rows(x[np.newaxis, :])[0]
-
-
-def segmented_compensated_cumsum(x: FloatArray, starts: IntArray) -> FloatArray:
-    """``compensated_cumsum`` restarted at each index in ``starts`` (sorted, ``starts[0] == 0``).
-
-    Segments run as rows of one 2-D array, padded with zeros after a segment's end (adding
-    zeros changes neither sum nor compensation); very uneven lengths run one by one.
-    """
-    n = x.shape[0]
-    if n == 0:
-        return np.empty(0)
-    lengths = np.diff(np.append(starts, n))
-    width = int(lengths.max())
-    if len(lengths) * width == n:  # equal lengths: a reshape, no copy
-        return _compensated_rows(x.reshape(len(lengths), width)).reshape(n)
-    if len(lengths) * width <= 2 * n + 1024:
-        rows = np.zeros((len(lengths), width))
-        row_of = np.repeat(np.arange(len(lengths)), lengths)
-        columns = np.arange(n) - np.repeat(starts, lengths)
-        rows[row_of, columns] = x
-        return _compensated_rows(rows)[row_of, columns]
-    out = np.empty(n)
-    for start, end in itertools.pairwise(np.append(starts, n)):
-        out[start:end] = compensated_cumsum(x[start:end])
+    out = np.empty(x.shape[0])
+    if x.shape[0]:
+        _compensated_rows(x[np.newaxis, :], out[np.newaxis, :])
     return out
 
 
-def _compensated_rows(rows: FloatArray) -> FloatArray:
+def segmented_compensated_cumsum(
+    x: FloatArray, starts: IntArray, *, skip_first: bool = False
+) -> FloatArray:
+    """``compensated_cumsum`` restarted at each index in ``starts`` (sorted, ``starts[0] == 0``).
+
+    With ``skip_first`` each segment's first term counts as 0 (a trip's first reading opens
+    it: the interval before it is not in the trip).
+    """
+    n = x.shape[0]
+    out = np.empty(n)
+    if n == 0:
+        return out
+    ends = np.empty_like(starts)
+    ends[:-1] = starts[1:]
+    ends[-1] = n
+    compensated_ranges(x, starts, ends, out, skip_first=skip_first)
+    return out
+
+
+def compensated_ranges(
+    x: FloatArray, starts: IntArray, ends: IntArray, out: FloatArray, *, skip_first: bool = False
+) -> None:
+    """``out[s:e] = compensated_cumsum(x[s:e])`` for each range (sorted, disjoint, non-empty).
+
+    Ranges run as rows of 2-D arrays: equal ranges tiling ``x`` are a reshape (no copy);
+    otherwise ranges of similar length (within 2x) share one zero-padded array (adding zeros
+    changes neither sum nor compensation), so padding never doubles the work.
+    """
+    if not starts.shape[0]:
+        return
+    if skip_first:
+        out[starts] = 0.0
+        starts = starts + 1
+    lengths = ends - starts
+    width = int(lengths.max())
+    n = x.shape[0]
+    skip = int(skip_first)
+    if width <= 0:
+        return
+    full_width = width + skip
+    tiles = (
+        starts.shape[0] * full_width == n
+        and bool((lengths == width).all())
+        and starts[0] == skip
+        and bool((np.diff(starts) == full_width).all())
+    )
+    if tiles:  # equal ranges covering everything: 2-D views, no copies
+        _compensated_rows(
+            x.reshape(-1, full_width)[:, skip:], out.reshape(-1, full_width)[:, skip:]
+        )
+        return
+    order = np.argsort(-lengths, kind="stable")
+    sorted_lengths = lengths[order]
+    begin = 0
+    while begin < order.shape[0] and sorted_lengths[begin] > 0:
+        width = int(sorted_lengths[begin])
+        stop = int(np.searchsorted(-sorted_lengths, -(width // 2), side="left"))
+        stop = max(stop, begin + 1)
+        chosen = order[begin:stop]
+        _padded_rows(x, starts[chosen], lengths[chosen], width, out)
+        begin = stop
+
+
+def _padded_rows(
+    x: FloatArray, starts: IntArray, lengths: IntArray, width: int, out: FloatArray
+) -> None:
+    """Ranges of at most ``width`` terms as the zero-padded rows of one array."""
+    rows = starts.shape[0]
+    if rows == 1:
+        start, end = int(starts[0]), int(starts[0] + lengths[0])
+        _compensated_rows(x[np.newaxis, start:end], out[np.newaxis, start:end])
+        return
+    total = int(lengths.sum())
+    offsets = np.zeros(rows, dtype=np.intp)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    source = np.repeat(starts - offsets, lengths)
+    source += np.arange(total)
+    target = np.repeat(np.arange(rows) * width - offsets, lengths)
+    target += np.arange(total)
+    grid = np.zeros(rows * width)
+    grid[target] = x[source]
+    grid = grid.reshape(rows, width)
+    _compensated_rows(grid, grid)
+    out[source] = grid.reshape(-1)[target]
+
+
+def _compensated_rows(rows: FloatArray, out: FloatArray) -> FloatArray:
+    """Row-wise partial Neumaier sums of non-negative terms into ``out`` (may be ``rows``)."""
     total = np.cumsum(rows, axis=1)
-    previous = np.zeros_like(total)
-    previous[:, 1:] = total[:, :-1]
+    previous, terms = total[:, :-1], rows[:, 1:]
     # Neumaier's error term: (larger - new total) + smaller, exactly as neumaier_add orders it.
-    error = np.maximum(previous, rows)
-    error -= total
-    error += np.minimum(previous, rows)
-    total += np.cumsum(error, axis=1)
-    return total
+    error = np.empty_like(total)
+    np.maximum(previous, terms, out=error[:, 1:])
+    error[:, 1:] -= total[:, 1:]
+    error[:, 1:] += np.minimum(previous, terms)
+    first = rows[:, 0]
+    error[:, 0] = (np.maximum(0.0, first) - total[:, 0]) + np.minimum(0.0, first)
+    np.cumsum(error, axis=1, out=error)
+    np.add(total, error, out=out)
+    return out
