@@ -87,12 +87,12 @@ def estimate_batch(
     n = ts.shape[0]
     if n == 0:
         return BatchEstimate(*(np.empty(0) for _ in BatchEstimate._fields))
-    if dt_s is None:
-        dt_s = np.empty(n)
-        np.subtract(ts[1:], ts[:-1], out=dt_s[1:])
     restart = np.asarray(restart_before, dtype=bool)
     forgets = np.flatnonzero(restart)  # restarts the caller asked for
     with np.errstate(all="ignore"):
+        if dt_s is None:
+            dt_s = np.empty(n)
+            np.subtract(ts[1:], ts[:-1], out=dt_s[1:])
         accel = np.empty(n)
         np.subtract(speed_mps[1:], speed_mps[:-1], out=accel[1:])
         np.divide(accel[1:], dt_s[1:], out=accel[1:])
