@@ -115,7 +115,7 @@ def test_start_up_freezes_the_restored_vehicles_out_of_garbage_collection(
         service._build()
         for i in range(3):
             payload = orjson.dumps({"ts": now - 10 + i, "speed": 5.0})
-            service._on_message("vehicles/v1/speed", payload, 0, False)
+            service._on_messages([("vehicles/v1/speed", payload, 0, False)])
         assert await service.checkpointer.checkpoint()
         service.store.close()
 
