@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kinestream.config import Settings, load_settings
+from kinestream.io.eventloop import new_event_loop
 
 # flag attribute -> (section, key) in the settings
 FLAG_KEYS: dict[str, tuple[str, str]] = {
@@ -71,7 +72,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(settings.log_level)
-    return asyncio.run(_serve(settings))
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(_serve(settings))
 
 
 async def _serve(settings: Settings) -> int:
