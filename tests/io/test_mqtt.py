@@ -443,3 +443,38 @@ def test_both_receive_paths_deliver_and_acknowledge(broker_factory, fast_reads):
     assert [payload for payload, _dup in first] == [b"0", b"1", b"2"]
     assert second == [(b"0", True), (b"1", True), (b"2", True)]
     assert third == []
+
+
+class WrittenData:
+    """Stands in for gmqtt's protocol: records each write the QoS 0 writer makes."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write_data(self, data: bytes) -> None:
+        self.writes.append(data)
+
+
+def test_qos0_writer_sends_a_long_pass_as_it_goes():
+    """One event-loop pass publishing far more than FLUSH_BYTES (a backlog after a stall)
+    writes as it goes, so its first outputs do not wait for its last; every packet goes out
+    once, in order, and what is left goes at the end of the pass."""
+    from kinestream.io.mqtt import _Qos0Writer
+
+    payloads = [b"%05d" % i + b"x" * 200 for i in range(1000)]
+
+    async def one_pass() -> tuple[list[bytes], list[bytes]]:
+        protocol = WrittenData()
+        writer = _Qos0Writer(protocol, mqtt5=True)
+        for payload in payloads:
+            writer.publish("vehicles/v1/kinematics", payload, False)
+        during_the_pass = list(protocol.writes)
+        await asyncio.sleep(0)  # the pass ends: the scheduled flush runs
+        return during_the_pass, protocol.writes
+
+    during_the_pass, writes = asyncio.run(one_pass())
+    assert len(during_the_pass) >= 3
+    assert all(len(data) < _Qos0Writer.FLUSH_BYTES + 300 for data in during_the_pass)
+    got = Collected()
+    got.reader.data_received(b"".join(writes))
+    assert [message[1] for message in got.messages] == payloads

@@ -212,12 +212,17 @@ class _Qos0Writer:
 
     gmqtt's ``publish`` builds each packet through a generic factory and writes it at once
     (one ``send`` system call per output message); this halves the cost of a bare echo.
+    A long pass (a backlog read after a stall: up to 256 KB, thousands of readings) writes
+    every ``FLUSH_BYTES`` as it goes, so its first outputs do not wait for its last.
     """
+
+    FLUSH_BYTES = 65_536  # ~250 kinematics messages, ~5 ms of work at 20 us per reading
 
     def __init__(self, protocol: Any, mqtt5: bool) -> None:
         self._protocol = protocol
         self._properties = b"\x00" if mqtt5 else b""
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._loop = asyncio.get_running_loop()
 
     def publish(self, topic: str, payload: bytes, retain: bool) -> None:
@@ -231,12 +236,17 @@ class _Qos0Writer:
             header = bytes((first,)) + _remaining_length(length)
         if not self._pending:
             self._loop.call_soon(self.flush)
-        self._pending.append(header + variable + payload)
+        packet = header + variable + payload
+        self._pending.append(packet)
+        self._pending_bytes += len(packet)
+        if self._pending_bytes >= self.FLUSH_BYTES:
+            self.flush()
 
     def flush(self) -> None:
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
+            self._pending_bytes = 0
             self._protocol.write_data(data)
 
 
