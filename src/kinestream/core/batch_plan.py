@@ -65,7 +65,7 @@ def group_by_vehicle(codes: IntArray, readings: IntArray) -> tuple[IntArray, Int
 
     One sort of (code, arrival index) packed into one unsigned integer: unique keys, so any
     sort is stable, and numpy's SIMD sort of 32/64-bit integers is ~4x a stable argsort of the
-    codes. The grouped codes come from the counts per vehicle (``readings``), not a gather.
+    codes. The grouped codes are the keys' high bits.
     """
     n = codes.shape[0]
     if n < 2 or not (codes[1:] < codes[:-1]).any():
@@ -76,8 +76,8 @@ def group_by_vehicle(codes: IntArray, readings: IntArray) -> tuple[IntArray, Int
     key <<= key_type(bits)
     key |= np.arange(n, dtype=key_type)
     key.sort()
+    grouped = (key >> key_type(bits)).astype(np.intp)
     key &= key_type((1 << bits) - 1)
-    grouped = np.repeat(np.arange(readings.shape[0]), readings)
     return key.astype(np.intp), grouped
 
 
