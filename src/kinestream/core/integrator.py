@@ -132,22 +132,29 @@ def _padded_rows(
     target += np.arange(total)
     grid = np.zeros(rows * width)
     grid[target] = x[source]
-    grid = grid.reshape(rows, width)
-    _compensated_rows(grid, grid)
-    out[source] = grid.reshape(-1)[target]
+    sums = np.empty_like(grid)
+    _compensated_rows(grid.reshape(rows, width), sums.reshape(rows, width))
+    out[source] = sums[target]
 
 
-def _compensated_rows(rows: FloatArray, out: FloatArray) -> FloatArray:
-    """Row-wise partial Neumaier sums of non-negative terms into ``out`` (may be ``rows``)."""
-    total = np.cumsum(rows, axis=1)
-    previous, terms = total[:, :-1], rows[:, 1:]
-    # Neumaier's error term: (larger - new total) + smaller, exactly as neumaier_add orders it.
-    error = np.empty_like(total)
-    np.maximum(previous, terms, out=error[:, 1:])
-    error[:, 1:] -= total[:, 1:]
-    error[:, 1:] += np.minimum(previous, terms)
+def _compensated_rows(rows: FloatArray, out: FloatArray) -> None:
+    """Row-wise partial Neumaier sums of non-negative terms into ``out`` (not ``rows``).
+
+    Neumaier's error term is (larger - new total) + smaller, exactly as ``neumaier_add``
+    orders it. The running total is larger than the next term except near a row's start,
+    so the error is written as (total - new total) + term in two passes and the few places
+    where the term is larger are redone the other way round.
+    """
+    np.cumsum(rows, axis=1, out=out)
+    previous, terms, totals = out[:, :-1], rows[:, 1:], out[:, 1:]
+    error = np.empty(rows.shape)
+    tail = error[:, 1:]
+    np.subtract(previous, totals, out=tail)
+    tail += terms
+    swapped = np.nonzero(previous < terms)
+    if swapped[0].shape[0]:
+        tail[swapped] = (terms[swapped] - totals[swapped]) + previous[swapped]
     first = rows[:, 0]
-    error[:, 0] = (np.maximum(0.0, first) - total[:, 0]) + np.minimum(0.0, first)
+    error[:, 0] = (np.maximum(0.0, first) - out[:, 0]) + np.minimum(0.0, first)
     np.cumsum(error, axis=1, out=error)
-    np.add(total, error, out=out)
-    return out
+    out += error
