@@ -188,7 +188,8 @@ def latency_rows(plan: Plan, max_rate: float, report: Report) -> None:
         report.add(
             f"latency publish → kinematics at {fraction:.0%} of max ({kilo(rate)} offered)",
             f"p50 {p50:.1f} / p90 {p90:.1f} / p99 {p99:.1f} ms",
-            f"output rate {kept_up:.0%} of offered, CPU {summary.med('cpu_us_per_reading'):.0f} µs",
+            f"output rate {kept_up:.0%} of offered, CPU {summary.med('cpu_us_per_reading'):.0f} µs"
+            f"; p99 to the sink's read {summary.med('p99_read_ms'):.1f} ms",
             goal,
             check(p99 <= 20.0) if goal else "",
         )

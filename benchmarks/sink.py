@@ -14,6 +14,7 @@ import argparse
 import bisect
 import json
 import socket
+import struct
 import time
 
 import numpy as np
@@ -23,6 +24,8 @@ from benchlib import TOPIC_PREFIX, open_mqtt, parse_publish, step_from_ts, subsc
 
 BATCH_BYTES = 16_384
 PAUSE_S = 0.0005
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not name it
+TIMESPEC = struct.Struct("@ll")
 
 
 def frame_end(stream: bytearray, pos: int) -> int:
@@ -42,23 +45,37 @@ def frame_end(stream: bytearray, pos: int) -> int:
     return end if end <= size else -1
 
 
+def kernel_arrival(ancillary: list, now_wall: float, now: float) -> float:
+    """When the kernel queued the newest data of a read (SO_TIMESTAMPNS, wall clock), on the
+    monotonic clock the publisher uses; ``now`` if the kernel gave no timestamp."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= TIMESPEC.size:
+            seconds, nanoseconds = TIMESPEC.unpack_from(data)
+            return now - max(0.0, now_wall - (seconds + nanoseconds * 1e-9))
+    return now
+
+
 def receive(sock, expect: int, idle_s: float, deadline_s: float) -> tuple[bytearray, list, bool]:
     stream = bytearray()
     ends: list[int] = []  # stream length after each recv ...
     times: list[float] = []  # ... and when that recv returned
+    arrivals: list[float] = []  # ... and when its newest bytes reached the socket
     pos = count = 0
     stop_at = time.monotonic() + deadline_s
     sock.settimeout(idle_s)
     timed_out = False
+    ancillary_size = socket.CMSG_SPACE(TIMESPEC.size)
     while count < expect:
         try:
-            data = sock.recv(1 << 20)
+            data, ancillary, _flags, _address = sock.recvmsg(1 << 20, ancillary_size)
         except TimeoutError:
             timed_out = True
             break
         now = time.monotonic()
+        now_wall = time.time()
         if not data:
             break
+        arrivals.append(kernel_arrival(ancillary, now_wall, now))
         stream += data
         if len(data) < BATCH_BYTES:
             # Let a few messages accumulate: one recv per message would cost this process
@@ -73,12 +90,12 @@ def receive(sock, expect: int, idle_s: float, deadline_s: float) -> tuple[bytear
         if now > stop_at:
             timed_out = True
             break
-    return stream, list(zip(ends, times, strict=True)), timed_out
+    return stream, list(zip(ends, times, arrivals, strict=True)), timed_out
 
 
 def decode(stream: bytearray, marks: list, vehicles: int, ts_field: str):
-    ends = [end for end, _ in marks]
-    indices, recv_times = [], []
+    ends = [end for end, _, _ in marks]
+    indices, recv_times, arrival_times = [], [], []
     pos = 0
     while (end := frame_end(stream, pos)) >= 0:
         first = stream[pos]
@@ -90,9 +107,11 @@ def decode(stream: bytearray, marks: list, vehicles: int, ts_field: str):
             vehicle = int(topic.split("/")[1][1:])
             ts = orjson.loads(payload)[ts_field]
             indices.append(step_from_ts(ts, vehicle) * vehicles + vehicle)
-            recv_times.append(marks[bisect.bisect_left(ends, end)][1])
+            mark = marks[bisect.bisect_left(ends, end)]
+            recv_times.append(mark[1])
+            arrival_times.append(mark[2])
         pos = end
-    return np.array(indices, dtype=np.int64), np.array(recv_times)
+    return np.array(indices, dtype=np.int64), np.array(recv_times), np.array(arrival_times)
 
 
 def main() -> None:
@@ -109,12 +128,13 @@ def main() -> None:
 
     sock = open_mqtt(args.port, "bench-sink")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     subscribe(sock, args.topic, 0)
     print("READY", flush=True)
     stream, marks, timed_out = receive(sock, args.expect, args.idle, args.deadline)
     sock.close()
-    indices, recv_times = decode(stream, marks, args.vehicles, args.ts_field)
-    np.savez(args.out, indices=indices, recv_times=recv_times)
+    indices, recv_times, arrival_times = decode(stream, marks, args.vehicles, args.ts_field)
+    np.savez(args.out, indices=indices, recv_times=recv_times, arrival_times=arrival_times)
     summary = {
         "received": len(indices),
         "unique": len(np.unique(indices)),
