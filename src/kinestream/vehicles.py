@@ -154,12 +154,15 @@ class VehicleBook:
     # exported, anything that would change its state first exports it (``export_pending``:
     # called before Fleet.update, Fleet.tick and eviction). So every vehicle is saved as it was
     # at that instant, without exporting thousands of them in one block of the event loop.
+    # The checkpointer takes the exported rows a chunk at a time (``take_exported``) and writes
+    # them; only the rows of vehicles evicted before the instant are kept (``saving``) until
+    # the checkpoint ends, as they are the only copy of those vehicles' state.
 
     def begin_snapshot(self) -> None:
         self.exporting = self.dirty
         self.dirty = set()
         self._snapshot = list(self.evicted.values())
-        self.saving = dict(self.evicted)
+        self.saving = self.evicted
         self.evicted = {}
 
     def export_some(self, count: int) -> bool:
@@ -175,19 +178,38 @@ class VehicleBook:
         self._export(vehicle_id)
 
     def _export(self, vehicle_id: str) -> None:
-        row = self.snapshot(vehicle_id, self.fleet.export_state(vehicle_id))
-        self._snapshot.append(row)
-        self.saving[vehicle_id] = row
+        self._snapshot.append(self.snapshot(vehicle_id, self.fleet.export_state(vehicle_id)))
 
-    def finish_snapshot(self) -> list[Snapshot]:
+    def take_exported(self) -> list[Snapshot]:
+        """The snapshot's rows exported since the last call."""
         rows, self._snapshot = self._snapshot, []
         return rows
+
+    def finish_snapshot(self) -> list[Snapshot]:
+        return self.take_exported()
 
     def take_dirty(self) -> list[Snapshot]:
         """The whole snapshot at once (tests, and nothing else running)."""
         self.begin_snapshot()
         self.export_some(len(self.exporting))
         return self.finish_snapshot()
+
+    def may_be_stored(self, vehicle_ids: Iterable[str]) -> None:
+        """The store may hold these vehicles now (a superset only costs a lookup)."""
+        if self.stored_ids is not None:
+            self.stored_ids.update(vehicle_ids)
+
+    def abandon_snapshot(self, taken_ids: Iterable[str]) -> None:
+        """The checkpoint failed: every vehicle of its snapshot is to be saved next time.
+
+        ``taken_ids``: the vehicles whose rows the checkpointer took. A vehicle exported but no
+        longer resident was evicted since, with its newer state in ``evicted`` already.
+        """
+        unexported, self.exporting = self.exporting, set()
+        untaken = [row.vehicle_id for row in self.take_exported()]
+        for ids in (taken_ids, untaken, unexported):
+            self.dirty.update(vid for vid in ids if vid in self.arrived)
+        self.saved(list(self.saving.values()), ok=False)
 
     def saved(self, rows: Iterable[Snapshot], ok: bool) -> None:
         """After a checkpoint: forget the snapshot, or mark it dirty again if the write failed."""
@@ -197,8 +219,8 @@ class VehicleBook:
                     self.dirty.add(row.vehicle_id)
                 else:
                     self.evicted.setdefault(row.vehicle_id, row)
-        elif self.stored_ids is not None:
-            self.stored_ids.update(row.vehicle_id for row in rows)
+        else:
+            self.may_be_stored(row.vehicle_id for row in rows)
         self.saving = {}
 
     # Ticks ------------------------------------------------------------------------------

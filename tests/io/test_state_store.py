@@ -65,6 +65,30 @@ def test_save_from_a_worker_thread_while_reading(tmp_path):
     assert store.count() == 501
 
 
+def test_a_transaction_written_in_chunks_from_threads_is_seen_whole_or_not_at_all(tmp_path):
+    """Chunks written from different threads stay invisible to readers until the commit
+    (which records the covered log with them); a rolled-back one leaves nothing."""
+    store = StateStore(tmp_path)
+    store.save([vehicle("a")], wal_generation=1)
+    transaction = store.begin_save()
+    for chunk in (["b", "c"], ["d"]):
+        rows = [vehicle(v) for v in chunk]
+        worker = threading.Thread(target=transaction.write, args=(rows,))
+        worker.start()
+        worker.join()
+    assert (store.count(), store.wal_generation()) == (1, 1)
+    transaction.commit(wal_generation=2)
+    assert (store.count(), store.wal_generation(), transaction.rows) == (4, 2, 3)
+
+    abandoned = store.begin_save()
+    abandoned.write([vehicle("e"), vehicle("a", state=b"lost")])
+    abandoned.rollback()
+    store.save([vehicle("f")], wal_generation=3)  # the writer is free again
+    assert store.list_ids() == ["a", "b", "c", "d", "f"]
+    assert (store.load("a").state, store.wal_generation()) == (b"s", 3)
+    store.close()
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
 def test_saves_from_many_threads_leave_no_connection_behind(tmp_path):
     """The daemon writes each checkpoint from a new thread; the file descriptors (and memory)

@@ -88,6 +88,14 @@ class StateStore:
             self._writer = self._open()
         return self._writer
 
+    def _discard_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with self._connections_lock, contextlib.suppress(ValueError):
+                self._connections.remove(writer)
+            with contextlib.suppress(sqlite3.Error):
+                writer.close()
+
     def _open(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
@@ -101,15 +109,18 @@ class StateStore:
 
     def save(self, vehicles: Iterable[StoredVehicle], wal_generation: int | None = None) -> int:
         """Upsert vehicles (and the first log segment not covered) in one transaction."""
-        rows = [(v.vehicle_id, v.state, v.last_record, v.last_ts, v.received_at) for v in vehicles]
-        with self._write_lock, self._writer_connection() as connection:
-            connection.executemany(_UPSERT, rows)
-            if wal_generation is not None:
-                connection.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('wal_generation', ?)",
-                    (wal_generation,),
-                )
-        return len(rows)
+        transaction = self.begin_save()
+        try:
+            transaction.write(vehicles)
+            transaction.commit(wal_generation)
+        except BaseException:
+            transaction.rollback()
+            raise
+        return transaction.rows
+
+    def begin_save(self) -> SaveTransaction:
+        """One write transaction filled in steps, for checkpoints too large to hold at once."""
+        return SaveTransaction(self)
 
     def wal_generation(self) -> int:
         """The first log segment the last checkpoint does not cover (0: replay everything)."""
@@ -164,6 +175,62 @@ class StateStore:
             self._connections.clear()
         self._local = threading.local()
         self._writer = None
+
+
+class SaveTransaction:
+    """Vehicles upserted chunk by chunk, then committed with the covered-log number at once.
+
+    Readers see all of it or none of it, as with one ``save``; a crash before ``commit``
+    leaves the previous checkpoint. The steps may run in different threads, one at a time
+    (the checkpointer writes each chunk from a worker thread and lets it go): the transaction
+    holds the store's writer connection, and its lock, from the first step to the last.
+    """
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._connection: sqlite3.Connection | None = None
+        self.rows = 0
+
+    def write(self, vehicles: Iterable[StoredVehicle]) -> None:
+        """Upsert ``vehicles``; consumed lazily, one row at a time (SQLite copies each)."""
+        rows = ((v.vehicle_id, v.state, v.last_record, v.last_ts, v.received_at) for v in vehicles)
+        self.rows += self._begin().executemany(_UPSERT, rows).rowcount
+
+    def commit(self, wal_generation: int | None = None) -> None:
+        """Record the first log segment not covered (if given) and make it all durable."""
+        connection = self._begin()
+        try:
+            if wal_generation is not None:
+                connection.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('wal_generation', ?)",
+                    (wal_generation,),
+                )
+            connection.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        self._end()
+
+    def rollback(self) -> None:
+        """Give up the transaction (nothing of it is kept); harmless once ended."""
+        if self._connection is not None:
+            try:
+                self._connection.rollback()
+            except sqlite3.Error:  # unusable: closing it discards the transaction
+                self._store._discard_writer()
+            finally:
+                self._end()
+
+    def _begin(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self._store._write_lock.acquire()
+            self._connection = self._store._writer_connection()
+        return self._connection
+
+    def _end(self) -> None:
+        if self._connection is not None:
+            self._connection = None
+            self._store._write_lock.release()
 
 
 def lock_state_dir(state_dir: Path) -> IO[str]:
