@@ -15,7 +15,7 @@ import pytest
 from kinestream import durability
 from kinestream.config import load_settings
 from kinestream.io.state_store import StateStore
-from kinestream.service import WORK_SLICE, Service
+from kinestream.service import TICK_SLICE, WORK_SLICE, Service
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -44,6 +44,41 @@ def test_sliced_tick_closes_the_trips_of_every_silent_vehicle(tmp_path):
     trips = asyncio.run(scenario())
     assert len(trips) == vehicles
     assert len(set(trips)) == vehicles
+
+
+def test_no_tick_step_ticks_more_than_a_tick_slice_of_vehicles(tmp_path):
+    """A whole fleet silent at once: every vehicle is due, yet between two yields to the
+    event loop the tick closes the trips of at most TICK_SLICE vehicles."""
+    vehicles = 3 * WORK_SLICE + 7
+    settings = load_settings(
+        overrides={"state": {"dir": str(tmp_path)}, "metrics": {"enabled": False}}
+    )
+
+    async def scenario() -> list[int]:
+        service = Service(settings)
+        service._build()
+        arrived = time.time() - 300.0
+        for v in range(vehicles):
+            for i in range(5):
+                payload = orjson.dumps({"ts": arrived - 5 + i, "speed": 10.0})
+                service.pipeline.handle(f"vehicles/v{v}/speed", payload, arrived)
+        trips_per_step = []
+        tick = service._tick()
+        while True:
+            before = len(service.link._backlog)
+            try:
+                tick.send(None)  # one step: up to the next yield to the loop
+            except StopIteration:
+                break
+            finally:
+                step = list(service.link._backlog)[before:]
+                trips_per_step.append(sum(t.endswith("/trips") for t, _p, _q, _r in step))
+        service.store.close()
+        return trips_per_step
+
+    trips_per_step = asyncio.run(scenario())
+    assert sum(trips_per_step) == vehicles
+    assert max(trips_per_step) <= TICK_SLICE
 
 
 @pytest.mark.parametrize("chunk_rows", [2048, 3])

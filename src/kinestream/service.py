@@ -41,8 +41,9 @@ from kinestream.vehicles import VehicleBook
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 EVICT_EVERY_S = 10.0
-WORK_SLICE = 256  # vehicles per loop pass for deadline, tick and state work
+WORK_SLICE = 256  # vehicles per loop pass for deadline and retained-state work
 SCAN_SLICE = 4096  # deadline checks per loop pass
+TICK_SLICE = 64  # due vehicles ticked per loop pass (~16 us each, closing trips: ~1 ms)
 SHUTDOWN_STEP_TIMEOUT_S = 3.0
 
 
@@ -145,6 +146,9 @@ class Service:
 
         Its cost grows with the vehicles active since the last tick (measured ~6.6 us per
         reading in one block); sliced, no callback holds the loop for more than about 1 ms.
+        Deadlines are scanned ``SCAN_SLICE`` at a time but ticked ``TICK_SLICE`` at a time: a
+        due vehicle's tick costs ~16 us, so a fleet falling silent at once made one scan slice
+        of 4 096 due vehicles a ~65 ms block.
         """
         now = time.time()
         book, pipeline = self.book, self.pipeline
@@ -152,7 +156,9 @@ class Service:
             book.refresh_deadlines(part)
             await asyncio.sleep(0)
         for part in _slices(list(book.due_at.items()), SCAN_SLICE):
-            pipeline.tick_vehicles(book.due(now, part), now)
+            for due in _slices(book.due(now, part), TICK_SLICE):
+                pipeline.tick_vehicles(book.due(now, due), now)  # checked again after a yield
+                await asyncio.sleep(0)
             await asyncio.sleep(0)
         for part in _slices(list(book.pending_state), WORK_SLICE):
             pipeline.flush_state(now, part)
