@@ -16,6 +16,7 @@ from kinestream.core.params import EstimatorParams
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.intp]
 
 
 class Estimate(NamedTuple):

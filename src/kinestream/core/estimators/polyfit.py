@@ -26,6 +26,7 @@ from kinestream.core.estimators.base import (
     BoolArray,
     Estimate,
     FloatArray,
+    IntArray,
     Prediction,
 )
 from kinestream.core.params import EstimatorParams
@@ -140,72 +141,121 @@ def estimate_batch(
     restart_before: BoolArray,
     params: EstimatorParams | None = None,
     *,
-    dt_s: FloatArray | None = None,  # the protocol's; recomputed per segment here
+    dt_s: FloatArray | None = None,
 ) -> BatchEstimate:
     """The streaming fit over whole arrays: window sums by offset, then the same solve."""
     params = params or EstimatorParams()
     ts = np.asarray(ts, dtype=np.float64)
     speed_mps = np.asarray(speed_mps, dtype=np.float64)
     n = ts.shape[0]
-    out = [np.full(n, np.nan) for _ in BatchEstimate._fields]
     if n == 0:
-        return BatchEstimate(*out)
+        return BatchEstimate(*(np.empty(0) for _ in BatchEstimate._fields))
     restart = np.asarray(restart_before, dtype=bool).copy()
     restart[0] = True
     with np.errstate(all="ignore"):
-        sums = _window_sums(ts, speed_mps, restart, float(params.polyfit_window_s))
+        if dt_s is None:
+            dt_s = np.empty(n)
+            np.subtract(ts[1:], ts[:-1], out=dt_s[1:])
+        fresh = restart.copy()
+        fresh[1:] |= ~(dt_s[1:] > 0.0)  # a non-advancing timestamp restarts the window
+        sums = _window_sums(ts, speed_mps, fresh, float(params.polyfit_window_s))
         value, slope, accel, jerk = _solve_arrays(sums)
-        out[0], out[2] = accel, jerk
-        remembers = ~restart
-        out[3][1:] = np.where(remembers[1:], value[:-1] + slope[:-1] * (ts[1:] - ts[:-1]), np.nan)
-    out[4] = np.where(remembers, 0.0, np.nan)
-    return BatchEstimate(*out)
+        predicted = np.empty(n)
+        predicted[0] = np.nan
+        np.multiply(slope[:-1], dt_s[1:], out=predicted[1:])
+        predicted[1:] += value[:-1]
+    forgets = np.flatnonzero(restart)
+    predicted[forgets] = np.nan
+    predicted_sigma = np.zeros(n)
+    predicted_sigma[forgets] = np.nan
+    return BatchEstimate(accel, np.full(n, np.nan), jerk, predicted, predicted_sigma)
 
 
 def _window_sums(
-    ts: FloatArray, speed_mps: FloatArray, restart: BoolArray, window_s: float
+    ts: FloatArray, speed_mps: FloatArray, fresh: BoolArray, window_s: float
 ) -> list[FloatArray]:
+    """The eight sums of ``_sums`` per reading, adding window offset j = 0, 1, … in turn.
+
+    Offset j pairs reading i with reading i - j: two aligned slices, no gathers. Terms
+    outside the window are zeroed, and adding zero leaves these sums' bits unchanged.
+    """
     n = ts.shape[0]
-    fresh = restart.copy()
-    fresh[1:] |= ~(ts[1:] - ts[:-1] > 0.0)  # a non-advancing timestamp restarts the window
     starts = np.flatnonzero(fresh)
-    first = starts[np.cumsum(fresh) - 1]  # index of each reading's segment start
-    index = np.arange(n)
-    sums = [np.zeros(n) for _ in range(8)]
-    for j in range(_MAX_WINDOW_POINTS):
-        older = index - j
-        inside = older >= first
-        older = np.where(inside, older, index)
-        inside &= ts - ts[older] <= window_s
+    age = np.arange(n)  # readings since the window last restarted
+    age -= np.repeat(starts, np.diff(np.append(starts, n)))
+    # Offset 0, the newest point itself: τ = 0, so only the count and Σv get more than zero.
+    count = np.ones(n)
+    s1, s2, s3, s4 = (np.zeros(n) for _ in range(4))
+    y0 = speed_mps + 0.0
+    y1 = speed_mps * 0.0
+    y1 += 0.0
+    y2 = y1.copy()
+    for j in range(1, _MAX_WINDOW_POINTS):
+        inside = age[j:] >= j
+        inside &= ts[j:] - ts[:-j] <= window_s
         if not inside.any():
             break
-        tau = np.where(inside, ts[older] - ts, 0.0)
-        v = np.where(inside, speed_mps[older], 0.0)
+        tau = ts[:-j] - ts[j:]
+        v = speed_mps[:-j]
+        outside = np.flatnonzero(~inside)
+        if outside.shape[0]:
+            tau[outside] = 0.0
+            v = v.copy()
+            v[outside] = 0.0
         tau2 = tau * tau
-        for k, term in enumerate(
-            (inside.astype(np.float64), tau, tau2, tau2 * tau, tau2 * tau2, v, v * tau, v * tau2)
-        ):
-            sums[k] += term
-    return sums
+        count[j:] += inside
+        s1[j:] += tau
+        s2[j:] += tau2
+        s3[j:] += tau2 * tau
+        s4[j:] += tau2 * tau2
+        y0[j:] += v
+        y1[j:] += v * tau
+        y2[j:] += v * tau2
+    return [count, s1, s2, s3, s4, y0, y1, y2]
 
 
 def _solve_arrays(sums: list[FloatArray]) -> tuple[FloatArray, ...]:
-    """``_solve`` element-wise: same expressions, branches as masks."""
+    """``_solve`` element-wise: the same expressions; the quadratic is solved everywhere and
+    the few readings where it does not hold (fewer than three points, degenerate times) are
+    redone as a line or a constant."""
     n, s1, s2, s3, s4, y0, y1, y2 = sums
     m0 = s2 * s4 - s3 * s3
     m1 = s1 * s4 - s3 * s2
     m2 = s1 * s3 - s2 * s2
     det = n * m0 - s1 * m1 + s2 * m2
-    quad = (n >= 3.0) & (det > _DEGENERATE * n * s2 * s4)
-    q0 = (y0 * m0 - s1 * (y1 * s4 - s3 * y2) + s2 * (y1 * s3 - s2 * y2)) / det
-    q1 = (n * (y1 * s4 - s3 * y2) - y0 * m1 + s2 * (s1 * y2 - y1 * s2)) / det
-    q2 = (n * (s2 * y2 - y1 * s3) - s1 * (s1 * y2 - y1 * s2) + y0 * m2) / det
+    quad = n >= 3.0
+    quad &= det > _DEGENERATE * n * s2 * s4
+    a = y1 * s4 - s3 * y2  # shared by c₀ and c₁ (the same expression in both)
+    c = s1 * y2 - y1 * s2  # shared by c₁ and c₂
+    value = y0 * m0 - s1 * a + s2 * (y1 * s3 - s2 * y2)
+    value /= det
+    slope = n * a - y0 * m1 + s2 * c
+    slope /= det
+    jerk = n * (s2 * y2 - y1 * s3) - s1 * c + y0 * m2
+    jerk /= det
+    jerk *= 2.0
+    accel = slope.copy()
+    other = np.flatnonzero(~quad)
+    if other.shape[0]:
+        _solve_lines(other, sums, value, slope, accel, jerk)
+    return value, slope, accel, jerk
+
+
+def _solve_lines(  # noqa: PLR0917
+    at: IntArray,
+    sums: list[FloatArray],
+    value: FloatArray,
+    slope: FloatArray,
+    accel: FloatArray,
+    jerk: FloatArray,
+) -> None:
+    """Where the quadratic does not hold: a line (two points), else a constant."""
+    n, s1, s2, _, _, y0, y1, _ = (x[at] for x in sums)
     det_line = n * s2 - s1 * s1
-    line = ~quad & (n >= 2.0) & (det_line > _DEGENERATE * n * s2)
+    line = (n >= 2.0) & (det_line > _DEGENERATE * n * s2)
     l1 = (n * y1 - s1 * y0) / det_line
     l0 = (y0 - l1 * s1) / n
-    value = np.where(quad, q0, np.where(line, l0, y0 / n))
-    slope = np.where(quad, q1, np.where(line, l1, 0.0))
-    accel = np.where(quad | line, slope, np.nan)
-    jerk = np.where(quad, 2.0 * q2, np.nan)
-    return value, slope, accel, jerk
+    value[at] = np.where(line, l0, y0 / n)
+    slope[at] = np.where(line, l1, 0.0)
+    accel[at] = np.where(line, l1, np.nan)
+    jerk[at] = np.nan
