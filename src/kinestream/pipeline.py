@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 
@@ -29,10 +29,15 @@ from kinestream.core.records import (
 from kinestream.core.units import SpeedUnit
 from kinestream.core.validation import check_not_future
 from kinestream.io.metrics import Metrics
-from kinestream.io.payloads import decode_speed_payload, vehicle_id_from_topic
+from kinestream.io.payloads import (
+    decode_single_sample,
+    decode_speed_payload,
+    vehicle_id_from_topic,
+)
 from kinestream.vehicles import VehicleBook
 
 log = logging.getLogger(__name__)
+VEHICLE_ID_CACHE_LIMIT = 65_536  # topic -> vehicle id of valid topics (a fleet repeats them)
 
 # A received message: (topic, payload, qos, redelivered), as the MQTT link hands them over.
 Message = tuple[str, bytes, int, bool]
@@ -70,6 +75,7 @@ class Pipeline:
         self.state_interval_s = state_interval_s
         self.clock = clock
         self.observe_latency = True  # off while replaying the log (old receive times)
+        self._vehicle_ids: dict[str, str] = {}  # topic -> its valid vehicle id
 
     # Input ------------------------------------------------------------------------------
     def handle(
@@ -84,11 +90,68 @@ class Pipeline:
         messages queued while the daemon was away; a truly late reading among those is
         counted as a duplicate rather than dead-lettered: either way it changes nothing.)
         """
-        self.metrics.messages_received += 1
+        self.handle_batch(((topic, payload, 0, redelivered),), received_at)
+
+    def handle_batch(self, messages: Sequence[Message], received_at: float) -> None:
+        """``handle`` each (topic, payload, qos, redelivered), all received at ``received_at``.
+
+        The common message (a resident vehicle's single reading that becomes one kinematics
+        record) takes the path below; anything else goes through ``_handle_one``. Counters
+        and the latency histogram are updated once per batch. Never raises: an internal error
+        on one message is logged and the rest go on (the message stays in the log).
+        """
+        book = self.book
+        arrived, exporting, latest_ts = book.arrived, book.exporting, book.latest_ts
+        touched, dirty = book.touched, book.dirty
+        vehicle_ids = self._vehicle_ids
+        update = self.fleet.update_sample
+        publish, qos, prefix = self.publish, self.qos, self.prefix
+        unit, limit, max_future_s = self.default_unit, self.max_payload_bytes, self.max_future_s
+        self.metrics.messages_received += len(messages)
+        accepted = states = 0
+        record = None
+        for topic, payload, _qos, redelivered in messages:
+            try:
+                vehicle_id = vehicle_ids.get(topic)
+                sample = (
+                    decode_single_sample(payload, received_at, unit, limit)
+                    if vehicle_id in arrived and vehicle_id not in exporting
+                    else None
+                )
+                if sample is None or sample[0] - received_at > max_future_s:
+                    self._handle_one(topic, payload, received_at, redelivered)
+                    continue
+                ts = sample[0]
+                records = update(vehicle_id, ts, sample[1], sample[2])
+                arrived[vehicle_id] = received_at
+                touched.add(vehicle_id)
+                dirty.add(vehicle_id)
+                if len(records) != 1 or type(records[0]) is not Kinematics:
+                    self._records(vehicle_id, ts, records, topic, payload, received_at, redelivered)
+                    continue
+                if ts > latest_ts.get(vehicle_id, 0.0):
+                    latest_ts[vehicle_id] = ts
+                record = records[0]
+                body = kinematics_json(record)
+                publish(f"{prefix}/{vehicle_id}/kinematics", body, qos, False)
+                accepted += 1
+                states += self._state(vehicle_id, record, body, received_at)
+            except Exception:
+                log.exception("internal error processing a message on %r", topic)
+        if record is not None:
+            self._count_kinematics(accepted, states, record, received_at)
+
+    def _handle_one(
+        self, topic: str, payload: bytes, received_at: float, redelivered: bool
+    ) -> None:
+        """Any message: unknown topics, new or evicted vehicles, arrays, errors, ..."""
         vehicle_id = vehicle_id_from_topic(topic, self.prefix)
         if type(vehicle_id) is not str:
             self.dead_letter(vehicle_id, topic, payload, received_at)
             return
+        if len(self._vehicle_ids) >= VEHICLE_ID_CACHE_LIMIT:
+            self._vehicle_ids.clear()
+        self._vehicle_ids[topic] = vehicle_id
         readings, rejections = decode_speed_payload(
             payload,
             vehicle_id,
@@ -108,7 +171,6 @@ class Pipeline:
         book.arrived[vehicle_id] = received_at
         book.touched.add(vehicle_id)
         book.dirty.add(vehicle_id)
-        latest_ts = book.latest_ts
         update = self.fleet.update
         for reading in readings:
             if reading.ts - received_at > self.max_future_s:
@@ -117,27 +179,26 @@ class Pipeline:
                     self.dead_letter(too_early, topic, payload, received_at)
                     continue
             records = update(reading)
-            # Accepted or held (reorder buffer): the vehicle's event-time clock moves on.
-            if (not records or type(records[0]) is not Rejection) and reading.ts > latest_ts.get(
-                vehicle_id, 0.0
-            ):
-                latest_ts[vehicle_id] = reading.ts
-            if len(records) == 1 and type(records[0]) is Kinematics:  # the common case
-                self.kinematics(records[0], received_at)
-            else:
-                self.dispatch(records, topic, payload, received_at, redelivered)
+            self._records(vehicle_id, reading.ts, records, topic, payload, received_at, redelivered)
 
-    def handle_batch(self, messages: Iterable[Message], received_at: float) -> None:
-        """``handle`` each (topic, payload, qos, redelivered), all received at ``received_at``.
-
-        Never raises: an internal error on one message is logged and the rest go on (the
-        message stays in the write-ahead log).
-        """
-        for topic, payload, _qos, redelivered in messages:
-            try:
-                self.handle(topic, payload, received_at, redelivered)
-            except Exception:
-                log.exception("internal error processing a message on %r", topic)
+    def _records(  # noqa: PLR0917 (the message's context, for dead letters)
+        self,
+        vehicle_id: str,
+        ts: float,
+        records: list[Record],
+        topic: str,
+        payload: bytes,
+        received_at: float,
+        redelivered: bool,
+    ) -> None:
+        """What one reading produced, whatever it was."""
+        latest_ts = self.book.latest_ts
+        # Accepted or held (reorder buffer): the vehicle's event-time clock moves on.
+        if (not records or type(records[0]) is not Rejection) and ts > latest_ts.get(
+            vehicle_id, 0.0
+        ):
+            latest_ts[vehicle_id] = ts
+        self.dispatch(records, topic, payload, received_at, redelivered)
 
     def tick(self, now_wall: float) -> None:
         """Tick vehicles whose deadline passed, then publish retained state that was held.
@@ -189,25 +250,39 @@ class Pipeline:
                 self._send(events_topic, orjson.dumps(record), "event")
 
     def kinematics(self, record: Kinematics, received_at: float) -> None:
-        metrics = self.metrics
+        """Publish one kinematics record (and retained state, throttled) and count it."""
         vehicle_id = record.vehicle_id
         body = kinematics_json(record)
         self.publish(self._topic(vehicle_id, "kinematics"), body, self.qos, False)
-        metrics.published["kinematics"] += 1
-        metrics.readings["accepted"] += 1
-        now = self.clock()
-        if self.observe_latency:
-            metrics.latency.observe(max(0.0, now - received_at))
-            metrics.event_time_lag_seconds = received_at - record.ts
+        states = self._state(vehicle_id, record, body, received_at)
+        self._count_kinematics(1, states, record, received_at)
+
+    def _state(self, vehicle_id: str, record: Kinematics, body: bytes, now: float) -> int:
+        """Keep the latest record; publish it retained unless the throttle holds it back
+        (``flush_state`` sends it later). Returns the number published (0 or 1)."""
         book = self.book
         # The record, not its JSON: orjson's bytes keep a ~4 KB buffer each (measured).
         book.last_kinematics[vehicle_id] = record
         if now - book.state_published_at.get(vehicle_id, 0.0) >= self.state_interval_s:
-            self._send(self._topic(vehicle_id, "state"), body, "state", retain=True)
+            self.publish(f"{self.prefix}/{vehicle_id}/state", body, self.qos, True)
             book.state_published_at[vehicle_id] = now
             book.pending_state.discard(vehicle_id)
-        else:
-            book.pending_state.add(vehicle_id)
+            return 1
+        book.pending_state.add(vehicle_id)
+        return 0
+
+    def _count_kinematics(
+        self, count: int, states: int, last: Kinematics, received_at: float
+    ) -> None:
+        """Counters for ``count`` kinematics records received at ``received_at``, once per
+        batch: their latency is the time from receipt to the end of the batch."""
+        metrics = self.metrics
+        metrics.published["kinematics"] += count
+        metrics.published["state"] += states
+        metrics.readings["accepted"] += count
+        if self.observe_latency:
+            metrics.latency.observe_many(max(0.0, self.clock() - received_at), count)
+            metrics.event_time_lag_seconds = received_at - last.ts
 
     def flush_state(self, now_wall: float, vehicle_ids: Iterable[str] | None = None) -> None:
         """Publish held-back retained state whose throttle interval has passed."""

@@ -212,3 +212,21 @@ def test_no_input_makes_the_batch_raise(method, rows, bound_s, finish):
     assert int(result.readings.sum()) == len(rows)
     if finish:  # nothing is left held: every reading is a row, a rejection or a duplicate
         assert len(result) + len(result.rejections) + int(result.duplicates.sum()) == len(rows)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("bound_s", [0.0, 2.0])
+@FAST
+@given(readings=fleet_inputs(max_size=80))
+def test_update_sample_gives_the_records_of_update(method, bound_s, readings):
+    """The daemon's ``Fleet.update_sample`` (no Reading on the common path) produces the same
+    records, in the same order, as ``Fleet.update`` on every kind of input: rejections,
+    duplicates, late and held readings, clamped speeds, gaps, trips and harsh events."""
+    by_reading = Fleet(params_for(method, reorder_bound_s=bound_s))
+    by_sample = Fleet(params_for(method, reorder_bound_s=bound_s))
+    for reading in readings:
+        expected = by_reading.update(reading)
+        got = by_sample.update_sample(
+            reading.vehicle_id, reading.ts, reading.speed_mps, reading.flags
+        )
+        assert same_records(got, expected)

@@ -47,6 +47,16 @@ class Fleet:
             tracker = self.tracker(reading.vehicle_id)
         return tracker.update(reading)
 
+    def update_sample(
+        self, vehicle_id: str, ts: float, speed_mps: float, flags: tuple[str, ...] = ()
+    ) -> list[Record]:
+        """``update(Reading(vehicle_id, ts, speed_mps, flags))``, without the Reading when the
+        reading is simply committed (the same records either way)."""
+        tracker = self._trackers.get(vehicle_id)
+        if tracker is None:
+            tracker = self.tracker(vehicle_id)
+        return tracker.update_sample(ts, speed_mps, flags)
+
     def tick(self, vehicle_id: str, now_ts: float) -> list[Record]:
         """Event time for ``vehicle_id`` has reached ``now_ts``; nothing if it is not tracked."""
         tracker = self._trackers.get(vehicle_id)

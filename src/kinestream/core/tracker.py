@@ -95,8 +95,23 @@ class Tracker:
         if ts <= last_ts:
             out.append(self._duplicate_or_late(reading, last_ts))
         else:
-            self._commit(reading, out)
+            self._commit(ts, reading.speed_mps, reading.flags, out)
         return out
+
+    def update_sample(self, ts: float, speed_mps: float, flags: tuple[str, ...]) -> list[Record]:
+        """``update(Reading(self.vehicle_id, ts, speed_mps, flags))`` without making the
+        Reading when the reading is simply committed (the daemon's common case)."""
+        p = self._p
+        if (
+            p.min_ts <= ts < p.max_ts
+            and p.min_speed_mps <= speed_mps <= p.max_speed_mps
+            and p.reorder_bound_s <= 0.0
+            and ts > self._slots[LAST_TS]
+        ):
+            out: list[Record] = []
+            self._commit(ts, speed_mps, flags, out)
+            return out
+        return self.update(Reading(self.vehicle_id, ts, speed_mps, flags))
 
     def tick(self, now_ts: float) -> list[Record]:
         """Event time has reached ``now_ts``: release, end and flush what is due."""
@@ -167,21 +182,22 @@ class Tracker:
             released = held[:count]
             del held[:count]
             for reading in released:
-                self._commit(reading, out)
+                self._commit(reading.ts, reading.speed_mps, reading.flags, out)
 
     # -- commit --------------------------------------------------------------------------
 
-    def _commit(self, reading: Reading, out: list[Record]) -> None:  # noqa: PLR0912, PLR0915 (hot path)
+    def _commit(  # noqa: PLR0912, PLR0915 (hot path)
+        self, ts: float, speed: float, flags: tuple[str, ...], out: list[Record]
+    ) -> None:
         """Apply one reading after the commit point: the whole per-reading computation.
 
         Written out in one function because it runs for every reading (µs matter here); the
-        rules themselves live in validation.py, trips.py, harsh.py and integrator.py.
+        rules themselves live in validation.py, trips.py, harsh.py and integrator.py. Takes
+        the reading's values, not a Reading: the daemon's common case never makes one.
         """
         p = self._p
         slots = self._slots
-        ts = reading.ts
-        speed = reading.speed_mps
-        flags = reading.flags
+        reading_speed, reading_flags = speed, flags  # as received, for a rejection
         if speed < 0.0:  # validation passed it: sensor noise around standstill
             speed = 0.0
             flags = flags + _CLAMPED
@@ -196,6 +212,7 @@ class Tracker:
                 if abs(speed - predicted_mps) > (
                     p.max_accel_mps2 * dt_s + p.step_allowance_mps + p.step_sigmas * sigma_mps
                 ):
+                    reading = Reading(self.vehicle_id, ts, reading_speed, reading_flags)
                     out.append(self._step_rejection(reading, prediction, dt_s))
                     return
             if slots[TRIP_STATE] == _STOPPED:  # the only deadline a short step meets

@@ -46,6 +46,11 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def observe_many(self, value: float, count: int) -> None:
+        """``count`` observations of the same value (a batch of messages)."""
+        self.counts[bisect_left(self.bounds, value)] += count
+        self.sum += value * count
+
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         cumulative = 0
         buckets = []

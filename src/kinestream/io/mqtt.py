@@ -62,6 +62,8 @@ _DUP_BIT = 0x08
 TOPIC_CACHE_LIMIT = 65_536  # distinct topics whose text is kept (a fleet repeats them)
 PUBACK_SUCCESS = b"\x40\x02"  # remaining length 2: success, no properties (MQTT 5 3.4.2.1)
 _MID = struct.Struct("!H")
+# First byte, a two-byte remaining length, the topic's length: a PUBLISH's first five bytes.
+_HEADER_2 = struct.Struct("!BBBH")
 
 
 def _remaining_length(length: int) -> bytes:
@@ -226,19 +228,22 @@ class _Qos0Writer:
         self._loop = asyncio.get_running_loop()
 
     def publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        """Queue one packet as parts (header, topic, properties, payload): ``flush`` joins
+        them all at once instead of concatenating each packet."""
         topic_bytes = topic.encode()
-        variable = _MID.pack(len(topic_bytes)) + topic_bytes + self._properties
+        size = len(topic_bytes)
+        properties = self._properties
+        length = 2 + size + len(properties) + len(payload)
         first = PUBLISH_QOS0 | PUBLISH_RETAIN if retain else PUBLISH_QOS0
-        length = len(variable) + len(payload)
-        if length < 128:  # most readings' outputs need one length byte
-            header = bytes((first, length))
-        else:
-            header = bytes((first,)) + _remaining_length(length)
-        if not self._pending:
+        pending = self._pending
+        if not pending:
             self._loop.call_soon(self.flush)
-        packet = header + variable + payload
-        self._pending.append(packet)
-        self._pending_bytes += len(packet)
+        if 128 <= length < 16384:  # a kinematics record: a two-byte remaining length
+            header = _HEADER_2.pack(first, (length & 0x7F) | 0x80, length >> 7, size)
+        else:
+            header = bytes((first,)) + _remaining_length(length) + _MID.pack(size)
+        pending += (header, topic_bytes, properties, payload)
+        self._pending_bytes += length
         if self._pending_bytes >= self.FLUSH_BYTES:
             self.flush()
 
