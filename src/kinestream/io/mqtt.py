@@ -243,7 +243,7 @@ class _Qos0Writer:
         else:
             header = bytes((first,)) + _remaining_length(length) + _MID.pack(size)
         pending += (header, topic_bytes, properties, payload)
-        self._pending_bytes += length
+        self._pending_bytes += len(header) + length
         if self._pending_bytes >= self.FLUSH_BYTES:
             self.flush()
 
