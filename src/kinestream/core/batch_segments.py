@@ -221,19 +221,22 @@ def segment_harsh(block: Block, trip_breaks: IntArray, finish: bool, p: Prepared
     ts, speed_mps, accel_mps2, fresh = block.ts, block.speed_mps, block.accel_mps2, block.fresh
     n = ts.shape[0]
     cuts = np.union1d(block.restarts, trip_breaks[trip_breaks < n])
-    with np.errstate(invalid="ignore"):
-        found = [
-            _harsh_runs(
-                accel_mps2 >= p.harsh_exit_accel_mps2,
-                accel_mps2 >= p.harsh_enter_accel_mps2,
-                cuts,
-            ),
-            _harsh_runs(
-                accel_mps2 <= p.harsh_exit_brake_mps2,
-                accel_mps2 <= p.harsh_enter_brake_mps2,
-                cuts,
-            ),
-        ]
+    none = (np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp))
+    # Most fleets' data never reaches a threshold: one reduction (NaN ignored) says so.
+    highest = np.fmax.reduce(accel_mps2) if n else np.nan
+    lowest = np.fmin.reduce(accel_mps2) if n else np.nan
+    found = [
+        _harsh_runs(
+            accel_mps2 >= p.harsh_exit_accel_mps2, accel_mps2 >= p.harsh_enter_accel_mps2, cuts
+        )
+        if highest >= p.harsh_enter_accel_mps2
+        else none,
+        _harsh_runs(
+            accel_mps2 <= p.harsh_exit_brake_mps2, accel_mps2 <= p.harsh_enter_brake_mps2, cuts
+        )
+        if lowest <= p.harsh_enter_brake_mps2
+        else none,
+    ]
     first = np.concatenate([f for f, _ in found])
     last = np.concatenate([last for _, last in found])
     accelerating = np.zeros(len(first), dtype=bool)

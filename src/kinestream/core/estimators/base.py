@@ -71,10 +71,18 @@ class BatchFunction(Protocol):
 
 
 class BatchEstimate(NamedTuple):
-    """Per-reading arrays; NaN where the streaming path would give ``None``."""
+    """Per-reading arrays; NaN where the streaming path would give ``None``.
+
+    A method without an acceleration sigma gives ``no_sigma(n)``: all NaN, read-only.
+    """
 
     acceleration_mps2: FloatArray
     acceleration_sigma_mps2: FloatArray
     jerk_mps3: FloatArray
     predicted_speed_mps: FloatArray
     predicted_sigma_mps: FloatArray
+
+
+def no_sigma(n: int) -> FloatArray:
+    """n NaNs as a read-only broadcast view: a column the method never fills, at no cost."""
+    return np.broadcast_to(np.float64(np.nan), (n,))

@@ -21,6 +21,7 @@ from kinestream.core.estimators.base import (
     Estimate,
     FloatArray,
     Prediction,
+    no_sigma,
 )
 from kinestream.core.params import EstimatorParams
 
@@ -113,4 +114,4 @@ def estimate_batch(
     predicted_sigma = np.zeros(n)
     predicted_sigma[0] = np.nan
     predicted_sigma[forgets] = np.nan
-    return BatchEstimate(accel, np.full(n, np.nan), jerk, predicted, predicted_sigma)
+    return BatchEstimate(accel, no_sigma(n), jerk, predicted, predicted_sigma)

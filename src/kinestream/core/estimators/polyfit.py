@@ -28,6 +28,7 @@ from kinestream.core.estimators.base import (
     FloatArray,
     IntArray,
     Prediction,
+    no_sigma,
 )
 from kinestream.core.params import EstimatorParams
 
@@ -168,7 +169,7 @@ def estimate_batch(
     predicted[forgets] = np.nan
     predicted_sigma = np.zeros(n)
     predicted_sigma[forgets] = np.nan
-    return BatchEstimate(accel, np.full(n, np.nan), jerk, predicted, predicted_sigma)
+    return BatchEstimate(accel, no_sigma(n), jerk, predicted, predicted_sigma)
 
 
 def _window_sums(
