@@ -52,6 +52,7 @@ from kinestream.io.logs import (
     SampleColumns,
     decode_sample_columns,
     log_ranges,
+    payload_bytes,
 )
 from kinestream.io.payloads import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -275,7 +276,7 @@ class _Sources:
 
     def _add_text_block(self, path: Path, block: MessageBlock, columns: _Columns) -> None:
         options = self.options
-        t = np.array(block.t, dtype=np.float64)
+        t = np.fromiter(block.t, np.float64, len(block.t))
         codes = self._topic_codes(block.topics, columns)
         payloads = cast(list[str], block.payloads)
         samples = decode_sample_columns(
@@ -286,7 +287,7 @@ class _Sources:
         start = 0
         for row in np.flatnonzero(~simple).tolist():  # in order: arrival order is kept
             columns.extend_arrays(codes[start:row], samples, start, row)
-            message = block.t[row], block.topics[row], payloads[row].encode()
+            message = block.t[row], block.topics[row], payload_bytes(payloads[row])
             self._add_message(path, block.line_numbers[row], message, columns)
             start = row + 1
         columns.extend_arrays(codes[start:], samples, start, len(payloads))
@@ -299,7 +300,7 @@ class _Sources:
             for i, code in enumerate(codes):
                 if code == _UNSEEN:
                     codes[i] = self._code(topics[i], columns)
-        return np.array(codes, dtype=np.int64)
+        return np.fromiter(codes, np.int64, len(codes))
 
     def _code(self, topic: str, columns: _Columns) -> int:
         code = self._code_of_topic.get(topic)

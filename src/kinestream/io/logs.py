@@ -42,6 +42,7 @@ __all__ = [
     "decode_sample_columns",
     "log_ranges",
     "open_binary",
+    "payload_bytes",
 ]
 
 # (t, topic, payload): one MQTT message as it was received.
@@ -59,8 +60,8 @@ class BadLine(NamedTuple):
 class MessageBlock(NamedTuple):
     """Consecutive messages of a log as columns: message ``i`` was on ``line_numbers[i]``.
 
-    ``text`` blocks (read in bulk) hold each payload as the ASCII text of the line; the others
-    hold payload bytes, exactly as ``LogReader`` yields them one by one.
+    ``text`` blocks (read in bulk) hold each payload as the text of the line (``payload_bytes``
+    gives the bytes ``LogReader`` yields for it); the others hold payload bytes.
     """
 
     line_numbers: Sequence[int]
@@ -149,13 +150,14 @@ class _SampleRun:
         self.columns = columns
 
     def decode(self, start: int, stop: int) -> bool:
-        payloads = self.payloads[start:stop]
-        text = "\n".join(payloads)
-        # ASCII: a payload's length is its size in bytes, as the per-message limit counts it.
-        if not text.isascii() or max(map(len, payloads)) > self.max_payload_bytes:
+        text = "\n".join(self.payloads[start:stop])
+        if not text.isascii():  # ASCII: a payload's length is its size in bytes
             return False
         body = text.encode()
-        if one_object_per_line(body) != stop - start:  # also: no payload holds a newline
+        newlines = _framed_newlines(body)
+        if newlines is None or len(newlines) != stop - start - 1:  # no payload holds a newline
+            return False
+        if _longest_line(newlines, len(body)) > self.max_payload_bytes:
             return False
         try:
             samples: list[_CommonSpeed] = _SAMPLE_DECODER.decode_lines(body)
@@ -169,17 +171,27 @@ class _SampleRun:
             factor: float | npt.NDArray[np.float64] = self.factor_of[distinct.pop()]
         else:
             factor = np.array([self.factor_of[unit] for unit in units])
-        # A decoded number is never NaN (JSON has none), so NaN marks a missing ts.
-        ts = np.array([sample.ts for sample in samples], dtype=np.float64)
+        count = stop - start
+        ts = _floats([sample.ts for sample in samples])
         missing = np.isnan(ts)
         if missing.any():
             ts[missing] = self.received_at[start:stop][missing]
         columns = self.columns
         columns.ts[start:stop] = ts
-        columns.speed_mps[start:stop] = np.array([sample.speed for sample in samples]) * factor
+        speeds = np.fromiter([sample.speed for sample in samples], np.float64, count)
+        columns.speed_mps[start:stop] = speeds * factor
         columns.receive_time[start:stop] = missing
         columns.decoded[start:stop] = True
         return True
+
+
+def _floats(values: list[float | None]) -> npt.NDArray[np.float64]:
+    """``values`` as an array, NaN for None: a decoded number is never NaN (JSON has none),
+    so NaN marks exactly the missing ones."""
+    try:
+        return np.fromiter(values, np.float64, len(values))  # the common case: no None
+    except TypeError:
+        return np.array(values, dtype=np.float64)
 
 
 def log_ranges(path: Path, chunk_bytes: int) -> list[LogRange]:
@@ -206,7 +218,19 @@ class _LogLine(msgspec.Struct, omit_defaults=True, gc=False):
     payload_b64: str | None = None
 
 
+class _PlainLine(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """What ``record`` writes for a text payload, and nothing else: the bulk path's line.
+
+    Any line it takes, ``_LogLine`` takes with the same values and no ``payload_b64``.
+    """
+
+    t: float
+    topic: str
+    payload: str
+
+
 _LINE_DECODER = msgspec.json.Decoder(_LogLine)
+_PLAIN_LINE_DECODER = msgspec.json.Decoder(_PlainLine)
 _PLAIN_DECODER = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
 _EXCERPT_CHARS = 80
@@ -253,7 +277,7 @@ class LogReader:
 
     def __iter__(self) -> Iterator[Message]:
         for block in self.blocks():
-            payloads = [_utf8(p) for p in block.payloads] if block.text else block.payloads
+            payloads = [payload_bytes(p) for p in block.payloads] if block.text else block.payloads
             for i, line_number in enumerate(block.line_numbers):
                 self.line_number = line_number
                 yield block.t[i], block.topics[i], cast(bytes, payloads[i])
@@ -319,27 +343,23 @@ def _pieces(chunk: bytes, first_line: int, count: int) -> Iterator[tuple[bytes, 
 
 
 def _bulk_block(chunk: bytes, first_line: int) -> MessageBlock | None:
-    """Every line of ``chunk`` decoded at once, or None unless each line is one plain message
-    (an object that the typed decoder takes, with an ASCII text payload and no payload_b64)."""
+    """Every line of ``chunk`` decoded at once, or None unless each line is one plain message:
+    an object of exactly ``t`` (number), ``topic`` and ``payload`` (text)."""
     body = chunk[:-1] if chunk.endswith(b"\n") else chunk
-    count = one_object_per_line(body)
-    if count == 0:
+    newlines = _framed_newlines(body)
+    if newlines is None:
         return None
+    count = len(newlines) + 1
     try:
-        records: list[_LogLine] = _LINE_DECODER.decode_lines(body)
+        records: list[_PlainLine] = _PLAIN_LINE_DECODER.decode_lines(body)
     except msgspec.DecodeError:  # includes ValidationError
         return None
     if len(records) != count:
         return None
-    payloads = [record.payload for record in records]
-    if payloads.count(None) or [r.payload_b64 for r in records].count(None) != count:
-        return None
-    if not "".join(cast(list[str], payloads)).isascii():
-        return None
     t = [record.t for record in records]
     topics = [record.topic for record in records]
-    lines = range(first_line, first_line + count)
-    return MessageBlock(lines, t, topics, cast(list[str], payloads), text=True)
+    payloads = [record.payload for record in records]
+    return MessageBlock(range(first_line, first_line + count), t, topics, payloads, text=True)
 
 
 def one_object_per_line(body: bytes) -> int:
@@ -351,15 +371,30 @@ def one_object_per_line(body: bytes) -> int:
     value holds ``}`` followed by ``{``), so when every line is framed so and the decoder
     returns as many objects as there are lines, object ``i`` is exactly line ``i``.
     """
+    newlines = _framed_newlines(body)
+    return 0 if newlines is None else len(newlines) + 1
+
+
+def _framed_newlines(body: bytes) -> npt.NDArray[np.intp] | None:
+    """Positions of the newlines in ``body`` if every line is framed by braces, else None."""
     if not body or body[0] != _OPEN_BRACE or body[-1] != _CLOSE_BRACE:
-        return 0
+        return None
     data = np.frombuffer(body, dtype=np.uint8)
     newlines = np.flatnonzero(data == _NEWLINE)
     if len(newlines) and not (
         (data[newlines - 1] == _CLOSE_BRACE).all() and (data[newlines + 1] == _OPEN_BRACE).all()
     ):
-        return 0
-    return len(newlines) + 1
+        return None
+    return newlines
+
+
+def _longest_line(newlines: npt.NDArray[np.intp], size: int) -> int:
+    """The length of the longest line (without its newline) of a body of ``size`` bytes."""
+    if not len(newlines):
+        return size
+    first, last = int(newlines[0]), size - int(newlines[-1]) - 1
+    between = int(np.diff(newlines).max()) - 1 if len(newlines) > 1 else 0
+    return max(first, last, between)
 
 
 def _block_line_by_line(chunk: bytes, first_line: int, bad_lines: list[BadLine]) -> MessageBlock:
@@ -464,6 +499,11 @@ def _message_of(record: _LogLine, line_number: int, bad_lines: list[BadLine]) ->
         bad_lines.append(_bad(line_number, RejectReason.MALFORMED_PAYLOAD, message))
         return None
     return record.t, record.topic, payload
+
+
+def payload_bytes(text: str) -> bytes:
+    """The bytes of a payload given as text in a log line."""
+    return _utf8(text)
 
 
 def _utf8(text: str) -> bytes:
