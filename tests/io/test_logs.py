@@ -358,3 +358,12 @@ def test_bulk_payload_decoding_takes_the_common_shapes_and_leaves_the_rest():
     assert 0 < count <= 3 * 3  # pieces holding an undecided row are left whole
     whole = [texts[0], texts[1], texts[2]] * 50
     assert assert_agrees_with_single_sample(whole, SpeedUnit.METRES_PER_SECOND, 65_536) == 150
+
+
+def test_bulk_payload_units_are_the_speed_units():
+    """The bulk decoder's unit literal names exactly the SpeedUnit values."""
+    from typing import get_args
+
+    from kinestream.io import logs
+
+    assert set(get_args(logs._Unit)) == {unit.value for unit in SpeedUnit}

@@ -18,10 +18,10 @@ import base64
 import binascii
 import gzip
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, NamedTuple, Self, cast
+from typing import IO, Any, Literal, NamedTuple, Self, cast
 
 import msgspec
 import numpy as np
@@ -89,13 +89,17 @@ class SampleColumns(NamedTuple):
     decoded: npt.NDArray[np.bool_]
 
 
+_Unit = Literal["m/s", "km/h", "mph", "kn"]  # SpeedUnit's values (a test keeps them in step)
+
+
 class _CommonSpeed(msgspec.Struct, gc=False):
     """The common payload, ``{"ts": <number>, "speed": <number>, "unit": <text>}`` (ts and
-    unit optional): the fields of ``payloads._SpeedObject`` with a numeric ts only."""
+    unit optional): the fields of ``payloads._SpeedObject`` with a numeric ts and a known unit
+    only. Units decode to the literal's own (interned, pre-hashed) strings."""
 
     speed: float
     ts: float | None = None
-    unit: str | None = None
+    unit: _Unit | None = None
 
 
 _SAMPLE_DECODER = msgspec.json.Decoder(_CommonSpeed)
@@ -164,9 +168,7 @@ class _SampleRun:
         except msgspec.DecodeError:  # includes ValidationError
             return False
         units = [sample.unit for sample in samples]
-        distinct = set(units)
-        if not distinct.issubset(self.factor_of):
-            return False  # an unknown unit: the per-message decoder refuses it with a reason
+        distinct = set(units)  # all known: the decoder took only _Unit's
         if len(distinct) == 1:
             factor: float | npt.NDArray[np.float64] = self.factor_of[distinct.pop()]
         else:
@@ -286,7 +288,8 @@ class LogReader:
         """The messages in runs of lines (about ``block_bytes``, default ``BLOCK_BYTES``, each)
         as columns.
 
-        After each block, ``line_number`` is the number of its last line.
+        ``line_number`` follows whole chunks of ``block_bytes``: once a chunk's blocks are
+        consumed, it is the number of the chunk's last line.
         """
         source = self._source
         file = self._open()
@@ -297,10 +300,8 @@ class LogReader:
             while chunk := file.read(size):
                 if not chunk.endswith(b"\n"):
                     chunk += file.readline()  # finish the line the read cut through
-                first_line = last_line + 1
-                last_line += chunk.count(b"\n") + (not chunk.endswith(b"\n"))
+                last_line += yield from _blocks_of(chunk, last_line + 1, self.bad_lines)
                 self.line_number = last_line
-                yield from _blocks_of(chunk, first_line, self.bad_lines)
         finally:
             self._bytes_at_end = self.bytes_read
             self._file = None
@@ -318,15 +319,20 @@ class LogReader:
             return io.BytesIO(file.read(part.end - part.start))
 
 
-def _blocks_of(chunk: bytes, first_line: int, bad_lines: list[BadLine]) -> Iterator[MessageBlock]:
-    """A chunk of whole lines in bulk; failing that, in pieces; failing that, line by line."""
+def _blocks_of(
+    chunk: bytes, first_line: int, bad_lines: list[BadLine]
+) -> Generator[MessageBlock, None, int]:
+    """A chunk of whole lines in bulk; failing that, in pieces; failing that, line by line.
+
+    Returns the number of lines in the chunk."""
     block = _bulk_block(chunk, first_line)
     if block is not None:
         yield block
-        return
+        return len(block.t)  # in bulk, every line is a message
     for piece, piece_first_line in _pieces(chunk, first_line, _RETRY_PIECES):
         block = _bulk_block(piece, piece_first_line) if piece is not chunk else None
         yield block or _block_line_by_line(piece, piece_first_line, bad_lines)
+    return chunk.count(b"\n") + (not chunk.endswith(b"\n"))
 
 
 def _pieces(chunk: bytes, first_line: int, count: int) -> Iterator[tuple[bytes, int]]:
@@ -345,7 +351,7 @@ def _pieces(chunk: bytes, first_line: int, count: int) -> Iterator[tuple[bytes, 
 def _bulk_block(chunk: bytes, first_line: int) -> MessageBlock | None:
     """Every line of ``chunk`` decoded at once, or None unless each line is one plain message:
     an object of exactly ``t`` (number), ``topic`` and ``payload`` (text)."""
-    body = chunk[:-1] if chunk.endswith(b"\n") else chunk
+    body = memoryview(chunk)[:-1] if chunk.endswith(b"\n") else memoryview(chunk)
     newlines = _framed_newlines(body)
     if newlines is None:
         return None
@@ -375,7 +381,7 @@ def one_object_per_line(body: bytes) -> int:
     return 0 if newlines is None else len(newlines) + 1
 
 
-def _framed_newlines(body: bytes) -> npt.NDArray[np.intp] | None:
+def _framed_newlines(body: bytes | memoryview) -> npt.NDArray[np.intp] | None:
     """Positions of the newlines in ``body`` if every line is framed by braces, else None."""
     if not body or body[0] != _OPEN_BRACE or body[-1] != _CLOSE_BRACE:
         return None
