@@ -554,8 +554,12 @@ class _Collector:
             self._add_rows(result)
         for trip in result.trips:
             self.summary(trip.vehicle_id).trips.append(trip)
-        for event in result.events:
-            self._add_other(event)
+        events_of = Counter(event.vehicle_id for event in result.events)
+        for vehicle_id, events in events_of.items():
+            self.summary(vehicle_id).harsh_events += events
+        if self._on_event is not None:
+            for event in result.events:
+                self._on_event(event)
         if self._on_columns is not None:
             self._write_columns(result, self._on_columns)
         elif self._on_kinematics is not None:

@@ -105,3 +105,28 @@ def test_kinematics_columns_are_the_rows_of_the_result():
                 assert math.isnan(value), name
             else:
                 assert value == expected, name
+
+
+def test_batch_events_are_true_harsh_events():
+    """The batch path's events (built from columns) are frozen HarshEvent records equal to
+    the stream's, field for field."""
+    import dataclasses
+
+    from kinestream.core.batch import process_batch
+    from kinestream.core.fleet import Fleet
+    from kinestream.core.records import HarshEvent, Reading
+
+    speed = np.array([0, 5, 10, 15, 20, 20, 20, 14, 8, 2, 0, 0] * 4, dtype=float)
+    ts = T0 + np.arange(len(speed), dtype=float)
+    ids = ["a"] * len(speed)
+    batch = process_batch(ids, ts, speed, TrackerParams()).events
+    fleet = Fleet(TrackerParams())
+    readings = [Reading("a", t, v) for t, v in zip(ts.tolist(), speed.tolist(), strict=True)]
+    stream = [r for reading in readings for r in fleet.update(reading)]
+    stream += fleet.finish("a")
+    stream = [r for r in stream if isinstance(r, HarshEvent)]
+    assert len(batch) == len(stream) > 2
+    assert all(type(e) is HarshEvent for e in batch)
+    assert batch == stream
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        batch[0].peak_g = 0.0  # type: ignore[misc]

@@ -96,22 +96,53 @@ def _events(  # noqa: PLR0917
     trip_of: IntArray,
     trip_ids: list[str],
 ) -> list[HarshEvent]:
-    events = []
-    for k in range(len(harsh.first)):
-        last = int(harsh.last[k])
-        trip = int(trip_of[last])
-        events.append(
-            HarshEvent(
-                vehicle_id=inp.names[int(codes[last])],
-                type=HARSH_ACCELERATION if harsh.accelerating[k] else HARSH_BRAKING,
-                start_ts=float(harsh.start_ts[k]),
-                end_ts=float(ts[last]),
-                peak_g=float(harsh.peak_mps2[k]) / STANDARD_GRAVITY_MPS2,
-                speed_at_start_mps=float(harsh.start_speed_mps[k]),
-                trip_id=trip_ids[trip] if trip >= 0 else None,
-            )
+    """The events as records, built from whole columns (a fleet can have tens of thousands)."""
+    last = harsh.last
+    names = np.array(inp.names, dtype=object)
+    trip_names = np.array([*trip_ids, None], dtype=object)  # trip -1: None
+    types = np.array([HARSH_BRAKING, HARSH_ACCELERATION], dtype=object)
+    return list(
+        map(
+            _HarshEventSlots,
+            names[codes[last]].tolist(),
+            types[harsh.accelerating.view(np.uint8)].tolist(),
+            harsh.start_ts.tolist(),
+            ts[last].tolist(),
+            (harsh.peak_mps2 / STANDARD_GRAVITY_MPS2).tolist(),
+            harsh.start_speed_mps.tolist(),
+            trip_names[trip_of[last]].tolist(),
         )
-    return events
+    )
+
+
+class _HarshEventSlots:
+    """``HarshEvent``'s slots filled by plain stores, then re-classed to ``HarshEvent``.
+
+    The same device as ``records.make_kinematics``: a frozen dataclass's ``__init__`` sets
+    each field through ``object.__setattr__``, three times the cost of plain stores. The
+    object is a true, frozen ``HarshEvent`` before anyone sees it (tests compare them).
+    """
+
+    __slots__ = HarshEvent.__slots__
+
+    def __init__(  # noqa: PLR0917 (mirrors the dataclass's positional constructor)
+        self,
+        vehicle_id: str,
+        type: str,
+        start_ts: float,
+        end_ts: float,
+        peak_g: float,
+        speed_at_start_mps: float,
+        trip_id: str | None,
+    ) -> None:
+        self.vehicle_id = vehicle_id
+        self.type = type
+        self.start_ts = start_ts
+        self.end_ts = end_ts
+        self.peak_g = peak_g
+        self.speed_at_start_mps = speed_at_start_mps
+        self.trip_id = trip_id
+        self.__class__ = HarshEvent  # type: ignore[assignment]
 
 
 def _trip_summaries(  # noqa: PLR0917
