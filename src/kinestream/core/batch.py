@@ -153,7 +153,7 @@ class _Job:
             self.ts, self.raw_speed = ts.take(self.order), speed_mps.take(self.order)
         self.to_stream = np.zeros(len(names), dtype=bool)
         self.disordered = np.zeros(len(names), dtype=bool)
-        self.final_candidates = np.empty(0, dtype=np.intp)
+        self.final_candidates: IntArray | None = np.empty(0, dtype=np.intp)
         self.valid: BoolArray | None = None  # None: every reading is valid
         self.step_rejections: dict[int, list[tuple[int, Rejection]]] = {}
         self.stream_records: dict[int, list[object]] = {}
@@ -184,13 +184,14 @@ class _Job:
         part, self.stream_records[code] = stream_part(self.inp, code)
         return part
 
-    def _candidates(self) -> IntArray:
+    def _candidates(self) -> IntArray | None:
         """Valid readings of vehicles that arrive in order (others go to the stream)."""
         p = self.p
         ts, speed = self.ts, self.raw_speed
+        positions: IntArray | None
         if _all_valid(ts, speed, p):  # four reductions instead of four masks
             self.valid = None
-            positions = np.arange(ts.shape[0])
+            positions = None  # all of them
             codes, valid_ts = self.codes, ts
         else:
             self.valid = valid = (
@@ -211,10 +212,14 @@ class _Job:
             self.disordered[disordered_codes] = True
         if p.reorder_bound_s > 0.0 and not self.finish:
             held = self._still_held(codes, valid_ts, codes[1:] == codes[:-1])
-            return positions[~self.to_stream[codes] & ~held]
+            return self._positions(positions)[~self.to_stream[codes] & ~held]
         if not self.to_stream.any():
             return positions
-        return positions[~self.to_stream[codes]]
+        return self._positions(positions)[~self.to_stream[codes]]
+
+    def _positions(self, candidates: IntArray | None) -> IntArray:
+        """Candidates as positions (None stands for all, to spare an index array)."""
+        return np.arange(self.ts.shape[0]) if candidates is None else candidates
 
     def _still_held(self, codes: IntArray, ts: FloatArray, same_vehicle: BoolArray) -> BoolArray:
         """Without ``finish`` the reorder buffer still holds what is within B of the newest."""
@@ -224,13 +229,14 @@ class _Job:
         newest[codes[is_last]] = ts[is_last]
         return ~(ts <= newest[codes] - self.p.reorder_bound_s)
 
-    def _step_fixpoint(self, candidates: IntArray) -> Plan:
+    def _step_fixpoint(self, candidates: IntArray | None) -> Plan:
         """Drop step violations one per vehicle per round, as the stream meets them."""
         self.final_candidates = candidates
         plan = self._committed_plan(candidates)
         if not plan.violation.any():
             return plan
-        violating = np.unique(self.codes[plan.pos[plan.violation]])
+        candidates = self._positions(candidates)
+        violating = np.unique(self.codes[self._positions(plan.pos)[plan.violation]])
         subset = candidates[np.isin(self.codes[candidates], violating)]
         removed: list[IntArray] = []
         for _ in range(MAX_STEP_ITERATIONS):
@@ -257,10 +263,12 @@ class _Job:
         self.final_candidates = candidates[keep]
         return self._committed_plan(self.final_candidates)
 
-    def _committed_plan(self, candidates: IntArray) -> Plan:
+    def _committed_plan(self, candidates: IntArray | None) -> Plan:
         return plan_for(self.inp, self._commit_order(candidates)[0])
 
-    def _commit_order(self, candidates: IntArray) -> tuple[IntArray, IntArray, IntArray]:
+    def _commit_order(
+        self, candidates: IntArray | None
+    ) -> tuple[IntArray | None, IntArray, IntArray]:
         """Reorder bound 0: a reading commits when it is after every one committed before it.
 
         Only vehicles whose readings arrive out of order need the check; for them, the
@@ -271,6 +279,7 @@ class _Job:
         none = np.empty(0, dtype=np.intp)
         if not self.disordered.any():
             return candidates, none, np.empty(0)
+        candidates = self._positions(candidates)
         codes = self.codes[candidates]
         if not self.disordered[codes].any():
             return candidates, none, np.empty(0)

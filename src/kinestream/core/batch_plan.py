@@ -38,7 +38,7 @@ class BatchInput:
 class Plan:
     """Candidate committed readings with their intervals, estimates and step violations."""
 
-    pos: IntArray  # positions in the grouped input
+    pos: IntArray | None  # positions in the grouped input; None: all of them
     ts: FloatArray
     speed_mps: FloatArray  # clamped
     vehicle_start: BoolArray
@@ -47,7 +47,7 @@ class Plan:
     acceleration_mps2: FloatArray
     acceleration_sigma_mps2: FloatArray
     jerk_mps3: FloatArray
-    predicted_mps: FloatArray
+    predicted_mps: FloatArray  # these two: empty when nothing violates the step check
     predicted_sigma_mps: FloatArray
     violation: BoolArray
     starts: IntArray  # index of each vehicle's first reading
@@ -55,9 +55,11 @@ class Plan:
     clamped: BoolArray  # the raw speed was negative (clamped to 0)
 
 
-def take(values: np.ndarray, positions: IntArray) -> np.ndarray:
-    """``values[positions]`` for sorted unique positions; no copy when they are all of them."""
-    return values if positions.shape[0] == values.shape[0] else values[positions]
+def take(values: np.ndarray, positions: IntArray | None) -> np.ndarray:
+    """``values[positions]`` for sorted unique positions (None: all); no copy for all."""
+    if positions is None or positions.shape[0] == values.shape[0]:
+        return values
+    return values[positions]
 
 
 def group_by_vehicle(codes: IntArray, readings: IntArray) -> tuple[IntArray, IntArray] | None:
@@ -92,7 +94,7 @@ def vehicle_starts(codes: IntArray) -> IntArray:
     return starts
 
 
-def plan_for(inp: BatchInput, positions: IntArray) -> Plan:
+def plan_for(inp: BatchInput, positions: IntArray | None) -> Plan:
     """Candidate committed readings with intervals, estimates and step violations."""
     p = inp.p
     ts = take(inp.ts, positions)
@@ -104,8 +106,9 @@ def plan_for(inp: BatchInput, positions: IntArray) -> Plan:
     else:
         speed = raw
     n = ts.shape[0]
-    starts = inp.starts if positions.shape[0] == inp.ts.shape[0] else None
-    if starts is None:
+    if positions is None or positions.shape[0] == inp.ts.shape[0]:
+        starts = inp.starts
+    else:
         starts = vehicle_starts(take(inp.codes, positions))
     vehicle_start = np.zeros(n, dtype=bool)
     vehicle_start[starts] = True
@@ -116,6 +119,9 @@ def plan_for(inp: BatchInput, positions: IntArray) -> Plan:
     restarts = np.flatnonzero(~continuing)
     est = inp.estimate(ts, speed, ~continuing, inp.params.estimator, dt_s=dt_s)
     violation = _step_violations(p, speed, dt_s, continuing, est)
+    predicted, predicted_sigma = est.predicted_speed_mps, est.predicted_sigma_mps
+    if not violation.any():  # only a step rejection's message needs them: let them go
+        predicted = predicted_sigma = np.empty(0)
     return Plan(
         positions,
         ts,
@@ -126,8 +132,8 @@ def plan_for(inp: BatchInput, positions: IntArray) -> Plan:
         est.acceleration_mps2,
         est.acceleration_sigma_mps2,
         est.jerk_mps3,
-        est.predicted_speed_mps,
-        est.predicted_sigma_mps,
+        predicted,
+        predicted_sigma,
         violation,
         starts,
         restarts,

@@ -168,6 +168,7 @@ def _trip_summaries(  # noqa: PLR0917
     counted = event_trip >= 0
     accelerations = np.bincount(event_trip[counted & harsh.accelerating], minlength=n_trips)
     brakings = np.bincount(event_trip[counted & ~harsh.accelerating], minlength=n_trips)
+    codes = take(inp.codes, plan.pos)
     summaries = []
     for k in range(n_trips):
         reason = spans.end_reason[k]
@@ -178,7 +179,7 @@ def _trip_summaries(  # noqa: PLR0917
         end_ts = float(spans.end_ts[k])
         summaries.append(
             TripSummary(
-                vehicle_id=inp.names[int(inp.codes[plan.pos[last]])],
+                vehicle_id=inp.names[int(codes[last])],
                 trip_id=trip_ids[k],
                 start_ts=start_ts,
                 end_ts=end_ts,

@@ -286,14 +286,20 @@ def _is_vehicle_end(index: IntArray, vehicle_start: BoolArray) -> BoolArray:
 
 def trapezoid_increments(plan: Plan, p: Prepared) -> tuple[FloatArray, BoolArray]:
     """Per reading: the trapezoid over the interval before it (0 after a restart), and whether
-    that interval is a bridged gap. The stream's ``0.5 * (last + speed) * dt``, in place."""
+    that interval is a bridged gap. The stream's ``0.5 * (last + speed) * dt``.
+
+    Written over ``plan.dt_s`` (nothing needs Δt after this), which is left empty: one
+    reading-sized array less at the batch's peak.
+    """
     speed_mps, dt_s = plan.speed_mps, plan.dt_s
-    increment = np.empty_like(speed_mps)
+    plan.dt_s = np.empty(0)
     with np.errstate(invalid="ignore"):
-        np.add(speed_mps[:-1], speed_mps[1:], out=increment[1:])
-        increment[1:] *= 0.5
-        increment[1:] *= dt_s[1:]
         bridged = dt_s > p.min_gap_s
+        half_sum = np.add(speed_mps[:-1], speed_mps[1:])
+        half_sum *= 0.5
+        increment = dt_s
+        increment[1:] *= half_sum
+    del half_sum
     increment[plan.restarts] = 0.0
     bridged[plan.restarts] = False
     return increment, bridged
