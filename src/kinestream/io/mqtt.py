@@ -59,7 +59,6 @@ _PUBLISH = 0x30  # packet type PUBLISH, in the high nibble of the first byte
 _QOS2_BIT = 0x04
 _QOS1_BIT = 0x02
 _DUP_BIT = 0x08
-TOPIC_CACHE_LIMIT = 65_536  # distinct topics whose text is kept (a fleet repeats them)
 PUBACK_SUCCESS = b"\x40\x02"  # remaining length 2: success, no properties (MQTT 5 3.4.2.1)
 _MID = struct.Struct("!H")
 # First byte, a two-byte remaining length, the topic's length: a PUBLISH's first five bytes.
@@ -101,7 +100,7 @@ class PublishReader:
     goes to gmqtt).
     """
 
-    __slots__ = ("_broken", "_deliver", "_forward", "_is_mqtt5", "_on_read", "_rest", "_topics")
+    __slots__ = ("_broken", "_deliver", "_forward", "_is_mqtt5", "_on_read", "_rest")
 
     def __init__(
         self,
@@ -117,7 +116,6 @@ class PublishReader:
         self._is_mqtt5 = is_mqtt5
         self._on_read = on_read
         self._rest = b""  # the start of a packet whose end has not arrived yet
-        self._topics: dict[bytes, str] = {}
         self._broken = False  # a malformed length: everything goes to gmqtt from here on
 
     def data_received(self, data: bytes) -> None:  # noqa: PLR0912, PLR0915 (one pass per read)
@@ -132,7 +130,6 @@ class PublishReader:
         packet_ids: list[int] = []
         others: list[bytes] = []
         mqtt5 = self._is_mqtt5()
-        topics = self._topics
         while position + 1 < end:
             first = data[position]
             length = data[position + 1]
@@ -163,10 +160,8 @@ class PublishReader:
                 elif mqtt5:
                     body = stop + 1  # no property length at all: malformed, gmqtt says so
                 if topic_end > start + 2 and body <= stop:
-                    name = data[start + 2 : topic_end]
-                    topic = topics.get(name)
-                    if topic is None:
-                        topic = self._topic(name)
+                    # Not UTF-8: replacement characters (the pipeline dead-letters the topic).
+                    topic = data[start + 2 : topic_end].decode("utf-8", "replace")
                     if first & _QOS1_BIT:
                         packet_ids.append((data[topic_end] << 8) | data[topic_end + 1])
                     messages.append(
@@ -181,14 +176,6 @@ class PublishReader:
             self._forward(b"".join(others))
         if messages:
             self._deliver(messages, packet_ids)
-
-    def _topic(self, name: bytes) -> str:
-        """Topic text, cached; not UTF-8 is decoded with replacements (the pipeline then
-        dead-letters it as an invalid topic)."""
-        if len(self._topics) >= TOPIC_CACHE_LIMIT:
-            self._topics.clear()
-        topic = self._topics[name] = name.decode("utf-8", "replace")
-        return topic
 
 
 _INCOMPLETE = -1
