@@ -148,10 +148,10 @@ def estimate_batch(
     restart_before: BoolArray,
     params: EstimatorParams | None = None,
     *,
-    dt_s: FloatArray | None = None,  # the protocol's; recomputed per segment here
+    dt_s: FloatArray | None = None,
 ) -> BatchEstimate:
     """The streaming filter over whole arrays, segments in lockstep (see the module doc)."""
-    return _estimate_batch(ts, speed_mps, restart_before, params or EstimatorParams())
+    return _estimate_batch(ts, speed_mps, restart_before, params or EstimatorParams(), dt_s=dt_s)
 
 
 class _Segments:
@@ -187,82 +187,121 @@ def _estimate_batch(
     restart_before: BoolArray,
     params: EstimatorParams,
     min_width: int = _LOCKSTEP_MIN_WIDTH,
+    *,
+    dt_s: FloatArray | None = None,
 ) -> BatchEstimate:
     ts = np.asarray(ts, dtype=np.float64)
     speed_mps = np.asarray(speed_mps, dtype=np.float64)
     n = ts.shape[0]
-    out = [np.full(n, np.nan) for _ in BatchEstimate._fields]
     if n == 0:
-        return BatchEstimate(*out)
+        return BatchEstimate(*(np.empty(0) for _ in BatchEstimate._fields))
     segments = _Segments(restart_before, n, max(min_width, 1))
+    # Lockstep writes every reading it covers: only a scalar tail needs NaN to start from.
+    fill = np.empty if len(segments.perm) == n else lambda size: np.full(size, np.nan)
+    out = [fill(n) for _ in BatchEstimate._fields]
     with np.errstate(all="ignore"):
-        state = _lockstep(ts, speed_mps, segments, params, out)
+        state = _lockstep(ts, speed_mps, segments, params, out, dt_s)
     _scalar_tail(ts, speed_mps, segments, params=params, state=state, out=out)
     return BatchEstimate(*out)
 
 
-def _lockstep(
+def _lockstep(  # noqa: PLR0917
     ts: FloatArray,
     speed_mps: FloatArray,
     seg: _Segments,
     params: EstimatorParams,
     out: list[FloatArray],
+    dt_s: FloatArray | None,
 ) -> tuple[FloatArray, ...]:
     """Run the first ``seg.steps`` readings of every segment with numpy across segments.
 
     What depends only on Δt, and the square roots of stored variances, are computed for all
-    steps at once; the loop keeps only the recursion. Element-wise IEEE arithmetic with the
-    scalar class's expressions in the same order gives the same bits.
+    steps at once; the loop (``_recursion``) keeps only the recursion. Element-wise IEEE
+    arithmetic with the scalar class's expressions in the same order gives the same bits.
     """
     if seg.steps == 0:
         return ()
+    perm = seg.perm
+    if dt_s is None:
+        dt_s = np.empty(ts.shape[0])
+        np.subtract(ts[1:], ts[:-1], out=dt_s[1:])
+    dt_sm = dt_s[perm]  # a row's predecessor is the reading before it in its segment
+    dt_sm[: seg.widths[0]] = 0.0  # step 0 has no interval
+    dt_sm[~(dt_sm > 0.0)] = 0.0
+    rows = [np.empty(len(perm)) for _ in range(5)]
+    for column in rows:
+        column[: seg.widths[0]] = np.nan  # the first reading only initialises
+    vp_sm, s_sm, a_sm, p11_sm, jerk_sm = rows
+    jerk_sm[seg.offsets[1] : seg.offsets[2] if seg.steps > 1 else 0] = np.nan
+    state = _recursion(seg, params, speed_mps[perm], dt_sm, rows)
+    last = perm[seg.offsets[seg.steps - 1] : seg.offsets[seg.steps]]
+    jerk_sm[dt_sm == 0.0] = np.nan  # no jerk across a non-advancing timestamp
+    for variance in (p11_sm, s_sm):
+        np.maximum(variance, 0.0, out=variance)
+        np.sqrt(variance, out=variance)
+    for column, values in zip(out, (a_sm, p11_sm, jerk_sm, vp_sm, s_sm), strict=True):
+        column[perm] = values
+    return (ts[last], *state)
+
+
+def _recursion(
+    seg: _Segments,
+    params: EstimatorParams,
+    z_sm: FloatArray,
+    dt_sm: FloatArray,
+    rows: list[FloatArray],
+) -> tuple[FloatArray, ...]:
+    """The filter's recursion, one step per iteration: each operation written in place into
+    the step's row of ``rows`` (vp, s, a, p11, jerk) or a scratch buffer, no temporaries.
+    Returns the state (v, a, p00, p01, p11) after the last step."""
     q = float(params.kalman_jerk_psd_m2ps5)
     r2 = float(params.kalman_speed_sigma_mps) * float(params.kalman_speed_sigma_mps)
-    t_sm, z_sm = ts[seg.perm], speed_mps[seg.perm]
-    rows = seg.rows()
-    dt_sm = np.zeros(len(seg.perm))
-    for lo, w, prev in rows:
-        np.subtract(t_sm[lo : lo + w], t_sm[prev : prev + w], out=dt_sm[lo : lo + w])
-    dt_sm = np.where(dt_sm > 0.0, dt_sm, 0.0)
     qdt_sm = q * dt_sm
     cubic_sm = qdt_sm * dt_sm * dt_sm / 3.0
     half_sm = qdt_sm * dt_sm * 0.5
-    vp_sm, s_sm, a_sm, p11_sm, jerk_sm = (np.full(len(seg.perm), np.nan) for _ in range(5))
-    w = int(seg.widths[0])
-    v = z_sm[:w].copy()
-    a, p00, p01 = np.zeros(w), np.full(w, r2), np.zeros(w)
-    p11 = np.full(w, _INITIAL_ACCEL_SIGMA_MPS2 * _INITIAL_ACCEL_SIGMA_MPS2)
-    for k, (lo, w, _) in enumerate(rows, start=1):
+    vp_sm, s_sm, a_sm, p11_sm, jerk_sm = rows
+    width = int(seg.widths[0])
+    v_buf = z_sm[:width].copy()
+    p00_buf, p01_buf = np.full(width, r2), np.zeros(width)
+    scratch = [np.empty(width) for _ in range(6)]
+    a = np.zeros(width)
+    p11 = np.full(width, _INITIAL_ACCEL_SIGMA_MPS2 * _INITIAL_ACCEL_SIGMA_MPS2)
+    v, p00, p01 = v_buf, p00_buf, p01_buf
+    t1, p01p, p00p, p11p, k0, k1 = scratch
+    for k, (lo, w, _) in enumerate(seg.rows(), start=1):
         hi = lo + w
-        v, a, p00, p01, p11 = v[:w], a[:w], p00[:w], p01[:w], p11[:w]
+        if w != width:  # some segments have ended: the rest are a prefix
+            width = w
+            v, p00, p01, a, p11 = v_buf[:w], p00_buf[:w], p01_buf[:w], a[:w], p11[:w]
+            t1, p01p, p00p, p11p, k0, k1 = (b[:w] for b in scratch)
         dt = dt_sm[lo:hi]
-        vp = v + dt * a
-        dt_p11 = dt * p11
-        p00p = p00 + dt * (2.0 * p01 + dt_p11) + cubic_sm[lo:hi]
-        p01p = p01 + dt_p11 + half_sm[lo:hi]
-        p11p = p11 + qdt_sm[lo:hi]
-        s = p00p + r2
-        k0 = p00p / s
-        k1 = p01p / s
-        y = z_sm[lo:hi] - vp
-        a_new = a + k1 * y
+        np.multiply(dt, p11, out=t1)  # dt·p11
+        np.add(p01, t1, out=p01p)  # p01 + dt·p11 + qdt·dt/2
+        p01p += half_sm[lo:hi]
+        np.multiply(p01, 2.0, out=p00p)  # p00 + dt·(2·p01 + dt·p11) + qdt·dt²/3
+        p00p += t1
+        p00p *= dt
+        p00p += p00
+        p00p += cubic_sm[lo:hi]
+        np.add(p11, qdt_sm[lo:hi], out=p11p)
+        s = np.add(p00p, r2, out=s_sm[lo:hi])
+        np.divide(p00p, s, out=k0)
+        np.divide(p01p, s, out=k1)
+        vp = np.multiply(dt, a, out=vp_sm[lo:hi])  # v + dt·a
+        vp += v
+        y = np.subtract(z_sm[lo:hi], vp, out=t1)  # the innovation (dt·p11 is used up)
+        a_new = np.multiply(k1, y, out=a_sm[lo:hi])  # a + k1·y
+        a_new += a
         if k >= 2:
-            np.divide(a_new - a, dt, out=jerk_sm[lo:hi])
-        a, v = a_new, vp + k0 * y
-        p00, p01, p11 = r2 * k0, r2 * k1, p11p - k1 * p01p
-        vp_sm[lo:hi], s_sm[lo:hi], a_sm[lo:hi], p11_sm[lo:hi] = vp, s, a, p11
-    jerk_sm[dt_sm == 0.0] = np.nan  # no jerk across a non-advancing timestamp
-    results = (
-        a_sm,
-        np.sqrt(np.maximum(p11_sm, 0.0)),
-        jerk_sm,
-        vp_sm,
-        np.sqrt(np.maximum(s_sm, 0.0)),
-    )
-    for column, values in zip(out, results, strict=True):
-        column[seg.perm] = values
-    last = seg.perm[seg.offsets[seg.steps - 1] : seg.offsets[seg.steps]]
-    return (ts[last], v, a, p00, p01, p11)
+            jerk = np.subtract(a_new, a, out=jerk_sm[lo:hi])
+            jerk /= dt
+        np.multiply(k0, y, out=v)  # vp + k0·y
+        v += vp
+        np.multiply(k0, r2, out=p00)
+        np.multiply(k1, r2, out=p01)
+        np.multiply(k1, p01p, out=k0)  # p11p - k1·p01p (k0 is used up)
+        a, p11 = a_new, np.subtract(p11p, k0, out=p11_sm[lo:hi])
+    return (v.copy(), a.copy(), p00.copy(), p01.copy(), p11.copy())
 
 
 def _scalar_tail(
