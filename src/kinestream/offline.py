@@ -13,6 +13,7 @@ topic) is kept in ``ProcessResult.problems`` with its file and line.
 from __future__ import annotations
 
 import math
+import multiprocessing
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,7 +23,7 @@ from functools import partial
 from importlib.util import find_spec
 from itertools import repeat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
     from kinestream.core.batch_result import KinematicsColumns
 
 __all__ = [
+    "ColumnsSink",
     "InputOptions",
     "Problem",
     "ProcessResult",
@@ -507,12 +509,14 @@ class _Collector:
         self,
         on_kinematics: Callable[[Kinematics], None] | None,
         on_event: Callable[[HarshEvent], None] | None = None,
-        on_kinematics_columns: Callable[[KinematicsColumns], None] | None = None,
+        kinematics_sink: ColumnsSink | None = None,
+        jobs: int = 1,
     ) -> None:
         self.summaries: dict[str, VehicleSummary] = {}
         self._on_kinematics = on_kinematics
         self._on_event = on_event
-        self._on_columns = on_kinematics_columns
+        self._sink = kinematics_sink
+        self._jobs = jobs
 
     def summary(self, vehicle_id: str) -> VehicleSummary:
         summary = self.summaries.get(vehicle_id)
@@ -560,19 +564,12 @@ class _Collector:
         if self._on_event is not None:
             for event in result.events:
                 self._on_event(event)
-        if self._on_columns is not None:
-            self._write_columns(result, self._on_columns)
+        if self._sink is not None:
+            _write_rows(result, self._sink, self._jobs)
         elif self._on_kinematics is not None:
             write = self._on_kinematics
             for row in result.input_order().tolist():  # arrival order, as streamed
                 write(result.row(row))
-
-    @staticmethod
-    def _write_columns(result: BatchResult, write: Callable[[KinematicsColumns], None]) -> None:
-        """Every row in arrival order, a slice of rows at a time (bounded memory)."""
-        order = result.input_order()
-        for start in range(0, len(order), _ROWS_PER_WRITE):
-            write(result.kinematics_columns(order[start : start + _ROWS_PER_WRITE]))
 
     def _add_rows(self, result: BatchResult) -> None:
         vehicle = result.vehicle
@@ -594,6 +591,62 @@ class _Collector:
             summary.max_deceleration_mps2 = _optional(min_accel[group])
 
 
+# --- Kinematics rows out, many at a time -------------------------------------------------
+
+
+class ColumnsSink(Protocol):
+    """Where the batch engine puts kinematics rows, many at a time (``process -o``).
+
+    ``encode_columns`` is pure, so it may run in a worker process; ``write_encoded`` takes
+    what it returns, in row order."""
+
+    def encode_columns(self, columns: KinematicsColumns) -> bytes | str: ...
+
+    def write_encoded(self, encoded: bytes | str) -> None: ...
+
+
+def _write_rows(result: BatchResult, sink: ColumnsSink, jobs: int) -> None:
+    """Every row in arrival order, a slice of rows at a time (bounded memory); with ``jobs``
+    > 1 and many rows, the slices are encoded by forked workers (encoding is most of it)."""
+    order = result.input_order()
+    slices = [(start, start + _ROWS_PER_WRITE) for start in range(0, len(order), _ROWS_PER_WRITE)]
+    if jobs > 1 and len(slices) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        _write_rows_in_parallel(result, order, sink, slices, jobs)
+        return
+    for start, stop in slices:
+        sink.write_encoded(sink.encode_columns(result.kinematics_columns(order[start:stop])))
+
+
+# What forked encoders read: set just before the fork, so nothing is pickled to them.
+_ENCODING: tuple[BatchResult, IntArray, ColumnsSink] | None = None
+
+
+def _write_rows_in_parallel(
+    result: BatchResult,
+    order: IntArray,
+    sink: ColumnsSink,
+    slices: list[tuple[int, int]],
+    jobs: int,
+) -> None:
+    global _ENCODING  # noqa: PLW0603 (the fork's way of sharing the result: no pickling)
+    _ENCODING = (result, order, sink)
+    try:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(min(jobs, len(slices))) as pool:
+            for encoded in pool.imap(_encode_slice, slices):  # in order
+                sink.write_encoded(encoded)
+    finally:
+        _ENCODING = None
+
+
+def _encode_slice(rows: tuple[int, int]) -> bytes | str:
+    """In a forked worker: rows ``start..stop`` (in arrival order) encoded by the sink."""
+    assert _ENCODING is not None  # set by the parent before forking
+    result, order, sink = _ENCODING
+    start, stop = rows
+    return sink.encode_columns(result.kinematics_columns(order[start:stop]))
+
+
 # --- The run ---------------------------------------------------------------------------
 
 Engine = Literal["batch", "stream"]
@@ -607,24 +660,24 @@ def process_inputs(
     on_kinematics: Callable[[Kinematics], None] | None = None,
     on_event: Callable[[HarshEvent], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-    on_kinematics_columns: Callable[[KinematicsColumns], None] | None = None,
+    kinematics_sink: ColumnsSink | None = None,
     engine: Engine | None = None,
     jobs: int = 1,
 ) -> ProcessResult:
     """Read every input (in order), run the readings through the core, end each vehicle.
 
     ``on_kinematics`` receives each kinematics record, in the order the readings arrived
-    (``-o``); ``on_kinematics_columns``, when given, receives them instead from the batch
-    engine, many rows at a time as columns (same order, no record object per row);
+    (``-o``); ``kinematics_sink``, when given, takes them instead from the batch engine, many
+    rows at a time as columns (same order, no record object per row);
     ``on_event`` each harsh event (``plot`` marks them); ``on_progress`` the readings and
     input bytes read so far, once per block of lines read. ``engine="batch"`` (the default when the
     core has ``batch.py``) runs the core over whole arrays; ``"stream"`` feeds a ``Fleet`` one
     reading at a time, as the daemon does. Both give the same records (a test holds them to it).
-    ``jobs`` > 1 decodes big uncompressed logs in that many worker processes (the decoding is
-    nine tenths of the time); the merged input is the same as read by one process.
+    ``jobs`` > 1 decodes big uncompressed logs, and encodes many kinematics rows for the sink,
+    in that many worker processes; the results are the same as with one process.
     """
     check_inputs(paths)
-    collector = _Collector(on_kinematics, on_event, on_kinematics_columns)
+    collector = _Collector(on_kinematics, on_event, kinematics_sink, jobs)
     sources = _Sources(options, collector.reject, on_progress)
     columns = _Columns()
     sources.fill(paths, columns, jobs)

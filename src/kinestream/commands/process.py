@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                 options,
                 params,
                 on_kinematics=writer.write if writer else None,
-                on_kinematics_columns=writer.write_columns if writer else None,
+                kinematics_sink=writer,
                 on_progress=progress.update if progress else None,
                 jobs=args.jobs,
             )

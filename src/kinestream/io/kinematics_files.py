@@ -1,17 +1,18 @@
 """Kinematics records to a file: JSON Lines, or CSV, one record or many rows at once.
 
 ``process -o`` writes one kinematics record per accepted reading. The stream engine hands
-records one by one (``write``); the batch engine hands columns of many rows
-(``write_columns``), which are encoded in one call without a record object per row. Both
-give the same bytes (a test holds them to it).
+records one by one (``write``); the batch engine hands columns of many rows, encoded in one
+call without a record object per row (``encode_columns``, possibly in a worker process) and
+appended in order (``write_encoded``). Both give the same bytes (a test holds them to it).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import fields
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import msgspec
 
@@ -28,9 +29,14 @@ _KinematicsRow = msgspec.defstruct("_KinematicsRow", KINEMATICS_FIELDS, gc=False
 
 
 class Writer(Protocol):
+    """One record at a time (``write``), or many rows: ``encode_columns`` is pure (it may run
+    in a worker process) and ``write_encoded`` appends its results in order."""
+
     def write(self, record: Kinematics) -> None: ...
 
-    def write_columns(self, columns: KinematicsColumns) -> None: ...
+    def encode_columns(self, columns: KinematicsColumns) -> bytes | str: ...
+
+    def write_encoded(self, encoded: bytes | str) -> None: ...
 
 
 class JsonLinesKinematicsWriter:
@@ -43,8 +49,11 @@ class JsonLinesKinematicsWriter:
     def write(self, record: Kinematics) -> None:
         self._file.write(self._encoder.encode(record) + b"\n")
 
-    def write_columns(self, columns: KinematicsColumns) -> None:
-        self._file.write(self._encoder.encode_lines(map(_KinematicsRow, *columns)))
+    def encode_columns(self, columns: KinematicsColumns) -> bytes:
+        return self._encoder.encode_lines(map(_KinematicsRow, *columns))
+
+    def write_encoded(self, encoded: bytes | str) -> None:
+        self._file.write(encoded)  # type: ignore[arg-type]  # bytes from encode_columns
 
 
 class CsvKinematicsWriter:
@@ -52,6 +61,7 @@ class CsvKinematicsWriter:
     digits), an empty cell for a missing value, flags joined by ``;``."""
 
     def __init__(self, file: IO[str]) -> None:
+        self._file = file
         self._writer = csv.writer(file)
         self._writer.writerow(KINEMATICS_FIELDS)
 
@@ -71,22 +81,32 @@ class CsvKinematicsWriter:
             )
         )
 
-    def write_columns(self, columns: KinematicsColumns) -> None:
-        self._writer.writerows(
-            zip(
-                columns.vehicle_id,
-                map(repr, columns.ts),
-                map(repr, columns.speed_mps),
-                map(_cell, columns.acceleration_mps2),
-                map(_cell, columns.acceleration_sigma_mps2),
-                map(_cell, columns.jerk_mps3),
-                map(repr, columns.distance_m),
-                [trip_id or "" for trip_id in columns.trip_id],
-                map(_cell, columns.trip_distance_m),
-                map(";".join, columns.flags),
-                strict=True,
-            )
+    def encode_columns(self, columns: KinematicsColumns) -> str:
+        text = io.StringIO(newline="")
+        _write_rows(csv.writer(text), columns)
+        return text.getvalue()
+
+    def write_encoded(self, encoded: bytes | str) -> None:
+        self._file.write(encoded)  # type: ignore[arg-type]  # text from encode_columns
+
+
+def _write_rows(writer: Any, columns: KinematicsColumns) -> None:
+    """The rows of ``columns`` through a ``csv.writer`` (whose type is private)."""
+    writer.writerows(
+        zip(
+            columns.vehicle_id,
+            map(repr, columns.ts),
+            map(repr, columns.speed_mps),
+            map(_cell, columns.acceleration_mps2),
+            map(_cell, columns.acceleration_sigma_mps2),
+            map(_cell, columns.jerk_mps3),
+            map(repr, columns.distance_m),
+            [trip_id or "" for trip_id in columns.trip_id],
+            map(_cell, columns.trip_distance_m),
+            map(";".join, columns.flags),
+            strict=True,
         )
+    )
 
 
 def _cell(value: float | None) -> str:
