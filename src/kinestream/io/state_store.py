@@ -42,6 +42,10 @@ _UPSERT = (
 )
 
 
+# vehicle_id, state, last_record (JSON), last_ts, received_at
+Row = tuple[str, bytes, bytes | None, float | None, float | None]
+
+
 class StateDirLockedError(KinestreamError):
     """Another process (a running daemon) holds the state directory."""
 
@@ -193,7 +197,12 @@ class SaveTransaction:
 
     def write(self, vehicles: Iterable[StoredVehicle]) -> None:
         """Upsert ``vehicles``; consumed lazily, one row at a time (SQLite copies each)."""
-        rows = ((v.vehicle_id, v.state, v.last_record, v.last_ts, v.received_at) for v in vehicles)
+        self.write_rows(
+            (v.vehicle_id, v.state, v.last_record, v.last_ts, v.received_at) for v in vehicles
+        )
+
+    def write_rows(self, rows: Iterable[Row]) -> None:
+        """``write`` for rows already in the table's column order (no object per row)."""
         self.rows += self._begin().executemany(_UPSERT, rows).rowcount
 
     def commit(self, wal_generation: int | None = None) -> None:
