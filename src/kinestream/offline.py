@@ -632,9 +632,11 @@ def _write_rows_in_parallel(
     _ENCODING = (result, order, sink)
     try:
         context = multiprocessing.get_context("fork")
+        window = 2 * jobs  # slices in flight: bounds what waits in memory to be written
         with context.Pool(min(jobs, len(slices))) as pool:
-            for encoded in pool.imap(_encode_slice, slices):  # in order
-                sink.write_encoded(encoded)
+            for start in range(0, len(slices), window):
+                for encoded in pool.imap(_encode_slice, slices[start : start + window]):
+                    sink.write_encoded(encoded)  # in order
     finally:
         _ENCODING = None
 
