@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kinestream.core.records import Kinematics
@@ -42,6 +42,15 @@ class DurableLog:
     ) -> None:
         self.wal.append(received_at, topic, payload, redelivered)
         if not self._scheduled:  # one write per loop pass, after every message of the pass
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def append_batch(
+        self, received_at: float, messages: Sequence[tuple[str, bytes, int, bool]]
+    ) -> None:
+        """``append`` each (topic, payload, qos, redelivered) of one socket read."""
+        self.wal.append_batch(received_at, messages)
+        if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 

@@ -132,13 +132,9 @@ class Service:
     def _on_messages(self, messages: list[Message]) -> Awaitable[object] | None:
         """One socket read's messages: into the log, then through the pipeline."""
         received_at = time.time()
-        append = self.durable.append
-        any_qos = 0
-        for topic, payload, qos, redelivered in messages:
-            append(received_at, topic, payload, redelivered)
-            any_qos |= qos
+        self.durable.append_batch(received_at, messages)
         self.pipeline.handle_batch(messages, received_at)
-        return self.durable.durable() if any_qos else None
+        return self.durable.durable() if any(message[2] for message in messages) else None
 
     # Timers -----------------------------------------------------------------------------
     async def _tick(self) -> None:

@@ -25,6 +25,7 @@ import contextlib
 import os
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +117,14 @@ class WriteAheadLog:
         self, received_at: float, topic: str, payload: bytes, redelivered: bool = False
     ) -> None:
         self._buffer += encode_record(received_at, topic, payload, redelivered)
+
+    def append_batch(
+        self, received_at: float, messages: Iterable[tuple[str, bytes, int, bool]]
+    ) -> None:
+        """``append`` each (topic, payload, qos, redelivered) of one read (one call for all)."""
+        buffer = self._buffer
+        for topic, payload, _qos, redelivered in messages:
+            buffer += encode_record(received_at, topic, payload, redelivered)
 
     @property
     def pending(self) -> bool:
