@@ -478,3 +478,22 @@ def test_qos0_writer_sends_a_long_pass_as_it_goes():
     got = Collected()
     got.reader.data_received(b"".join(writes))
     assert [message[1] for message in got.messages] == payloads
+
+
+def test_reader_survives_a_failing_handler(caplog):
+    """An exception from the handler is logged (as gmqtt's dispatcher does) instead of
+    escaping into the transport, which would drop the connection; later reads go on."""
+    from kinestream.io.mqtt import PublishReader
+
+    calls: list[int] = []
+
+    def deliver(messages, _packet_ids):
+        calls.append(len(messages))
+        if len(calls) == 1:
+            raise RuntimeError("bug")
+
+    reader = PublishReader(deliver, lambda _data: None, lambda: True)
+    reader.data_received(publish_bytes(b"vehicles/a/speed", b"1"))
+    reader.data_received(publish_bytes(b"vehicles/a/speed", b"2"))
+    assert calls == [1, 1]
+    assert "error handling 1 received messages" in caplog.text

@@ -175,7 +175,10 @@ class PublishReader:
         if others:
             self._forward(b"".join(others))
         if messages:
-            self._deliver(messages, packet_ids)
+            try:
+                self._deliver(messages, packet_ids)
+            except Exception:  # as gmqtt's dispatcher does: log, keep the connection
+                log.exception("error handling %d received messages", len(messages))
 
 
 _INCOMPLETE = -1
