@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,7 +10,6 @@ import numpy.typing as npt
 
 from kinestream.core import batch_segments as seg
 from kinestream.core.batch_plan import BatchInput, Plan, take
-from kinestream.core.batch_result import optional
 from kinestream.core.harsh import HARSH_ACCELERATION, HARSH_BRAKING
 from kinestream.core.integrator import segmented_compensated_cumsum
 from kinestream.core.records import HarshEvent, Kinematics, Reading, TripSummary
@@ -67,7 +67,13 @@ def vectorised_part(inp: BatchInput, plan: Plan) -> Part:
     trip_distance = seg.trip_distances(spans, increment, distance, plan.vehicle_start)
     trip_bridged = seg.trip_bridged_distances(spans, increment, bridged)
     codes = take(inp.codes, plan.pos)
-    trip_ids = [trip_id_for(inp.names[codes[s]], float(ts[s])) for s in spans.start.tolist()]
+    trip_ids = list(
+        map(
+            trip_id_for,
+            np.array(inp.names, dtype=object)[codes[spans.start]].tolist(),
+            ts[spans.start].tolist(),
+        )
+    )
     events = _events(inp, harsh, codes, ts, spans.of_reading, trip_ids)
     trips = _trip_summaries(inp, plan, spans, trip_ids, trip_distance, trip_bridged, harsh)
     columns = {
@@ -168,34 +174,77 @@ def _trip_summaries(  # noqa: PLR0917
     counted = event_trip >= 0
     accelerations = np.bincount(event_trip[counted & harsh.accelerating], minlength=n_trips)
     brakings = np.bincount(event_trip[counted & ~harsh.accelerating], minlength=n_trips)
-    codes = take(inp.codes, plan.pos)
-    summaries = []
-    for k in range(n_trips):
-        reason = spans.end_reason[k]
-        if reason is None:
-            continue
-        last = int(spans.end[k]) - 1
-        start_ts = float(plan.ts[spans.start[k]])
-        end_ts = float(spans.end_ts[k])
-        summaries.append(
-            TripSummary(
-                vehicle_id=inp.names[int(codes[last])],
-                trip_id=trip_ids[k],
-                start_ts=start_ts,
-                end_ts=end_ts,
-                duration_s=end_ts - start_ts,
-                distance_m=float(trip_distance[last]),
-                bridged_distance_m=float(trip_bridged[k]),
-                max_speed_mps=float(max_speed[k]),
-                max_acceleration_mps2=optional(max_accel[k]),
-                max_deceleration_mps2=optional(min_accel[k]),
-                stops=int(stops[k]),
-                harsh_accelerations=int(accelerations[k]),
-                harsh_brakings=int(brakings[k]),
-                end_reason=reason,
-            )
+    closed = np.flatnonzero([reason is not None for reason in spans.end_reason])
+    if not closed.shape[0]:
+        return []
+    last = spans.end[closed] - 1
+    start_ts = plan.ts[spans.start[closed]]
+    end_ts = spans.end_ts[closed]
+    names = np.array(inp.names, dtype=object)
+    return list(
+        map(
+            _TripSummarySlots,
+            names[take(inp.codes, plan.pos)[last]].tolist(),
+            [trip_ids[k] for k in closed.tolist()],
+            start_ts.tolist(),
+            end_ts.tolist(),
+            (end_ts - start_ts).tolist(),
+            trip_distance[last].tolist(),
+            trip_bridged[closed].tolist(),
+            max_speed[closed].tolist(),
+            _optionals(max_accel[closed]),
+            _optionals(min_accel[closed]),
+            stops[closed].tolist(),
+            accelerations[closed].tolist(),
+            brakings[closed].tolist(),
+            [spans.end_reason[k] for k in closed.tolist()],
         )
-    return summaries
+    )
+
+
+def _optionals(values: FloatArray) -> list[float | None]:
+    """``optional`` over a column: None where NaN."""
+    return [None if math.isnan(x) else x for x in values.tolist()]
+
+
+class _TripSummarySlots:
+    """``TripSummary``'s slots filled by plain stores, then re-classed to ``TripSummary``
+    (the device of ``_HarshEventSlots``: a true, frozen ``TripSummary`` before anyone sees it)."""
+
+    __slots__ = TripSummary.__slots__
+
+    def __init__(  # noqa: PLR0917 (mirrors the dataclass's positional constructor)
+        self,
+        vehicle_id: str,
+        trip_id: str,
+        start_ts: float,
+        end_ts: float,
+        duration_s: float,
+        distance_m: float,
+        bridged_distance_m: float,
+        max_speed_mps: float,
+        max_acceleration_mps2: float | None,
+        max_deceleration_mps2: float | None,
+        stops: int,
+        harsh_accelerations: int,
+        harsh_brakings: int,
+        end_reason: str,
+    ) -> None:
+        self.vehicle_id = vehicle_id
+        self.trip_id = trip_id
+        self.start_ts = start_ts
+        self.end_ts = end_ts
+        self.duration_s = duration_s
+        self.distance_m = distance_m
+        self.bridged_distance_m = bridged_distance_m
+        self.max_speed_mps = max_speed_mps
+        self.max_acceleration_mps2 = max_acceleration_mps2
+        self.max_deceleration_mps2 = max_deceleration_mps2
+        self.stops = stops
+        self.harsh_accelerations = harsh_accelerations
+        self.harsh_brakings = harsh_brakings
+        self.end_reason = end_reason
+        self.__class__ = TripSummary  # type: ignore[assignment]
 
 
 def stream_part(inp: BatchInput, code: int) -> tuple[Part, list[object]]:

@@ -169,10 +169,16 @@ def _end_reasons(  # noqa: PLR0917
     gap_deadline = block.ts[last] + p.max_gap_s
     stopped_first = stop_deadline <= gap_deadline
     reasons: list[str | None] = []
-    for k in range(len(ends)):
-        if data_end[k]:
+    for at_end, at_restart, rested, stopped in zip(
+        data_end.tolist(),
+        restart.tolist(),
+        resting_end.tolist(),
+        stopped_first.tolist(),
+        strict=True,
+    ):
+        if at_end:
             reasons.append(trip_rules.END_OF_DATA if finish else None)
-        elif not restart[k] or (resting_end[k] and stopped_first[k]):
+        elif not at_restart or (rested and stopped):
             reasons.append(trip_rules.END_STOPPED)
         else:
             reasons.append(trip_rules.END_GAP)
