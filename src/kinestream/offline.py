@@ -52,7 +52,7 @@ from kinestream.io.logs import (
     MessageBlock,
     SampleColumns,
     decode_sample_columns,
-    log_ranges,
+    log_parts,
     payload_bytes,
 )
 from kinestream.io.payloads import (
@@ -329,15 +329,24 @@ class _Sources:
             columns.append(code, sample)
 
     def _fill_in_parallel(self, path: Path, columns: _Columns, jobs: int) -> None:
-        """Parts of a big log decoded in worker processes, merged back in file order."""
-        parts = log_ranges(path, _PART_BYTES)
+        """Parts of a big log decoded in worker processes, merged back in file order.
+
+        Workers number lines from their part's start (no pass over the file first to count
+        them); a part with lines that belong to no vehicle, whose messages name line numbers,
+        is read again here once its first line number is known (rare: bad lines)."""
+        parts = log_parts(path, _PART_BYTES)
         read_part = partial(_read_log_part, path, self.options)
+        lines_before = 0
         with ProcessPoolExecutor(max_workers=min(jobs, len(parts))) as pool:
             for part, decoded in zip(parts, pool.map(read_part, parts), strict=True):
-                columns.extend(decoded.columns)
-                for rejection in decoded.rejections:
-                    self._on_rejection(rejection)
-                self.problems.extend(decoded.problems)
+                if decoded.problems:
+                    numbered = LogRange(part.start, part.end, lines_before + 1)
+                    self._fill_from_log(path, LogReader(path, numbered), columns)
+                else:
+                    columns.extend(decoded.columns)
+                    for rejection in decoded.rejections:
+                        self._on_rejection(rejection)
+                lines_before += decoded.lines
                 self._progress(len(columns), part.end)
 
     def _topic_code(self, topic: str, columns: _Columns) -> int:
@@ -397,7 +406,8 @@ class _DecodedPart:
 
     columns: _Columns
     rejections: list[Rejection]
-    problems: list[Problem]
+    problems: list[Problem]  # with line numbers counted from the part's start
+    lines: int  # in the part
 
 
 def _read_log_part(path: Path, options: InputOptions, part: LogRange) -> _DecodedPart:
@@ -405,8 +415,10 @@ def _read_log_part(path: Path, options: InputOptions, part: LogRange) -> _Decode
     rejections: list[Rejection] = []
     sources = _Sources(options, rejections.append, None)
     columns = _Columns()
-    sources._fill_from_log(path, LogReader(path, part), columns)
-    return _DecodedPart(columns, rejections, sources.problems)
+    reader = LogReader(path, part)
+    sources._fill_from_log(path, reader, columns)
+    lines = reader.line_number - (part.first_line - 1)
+    return _DecodedPart(columns, rejections, sources.problems, lines)
 
 
 def _worth_splitting(path: Path) -> bool:

@@ -367,3 +367,24 @@ def test_bulk_payload_units_are_the_speed_units():
     from kinestream.io import logs
 
     assert set(get_args(logs._Unit)) == {unit.value for unit in SpeedUnit}
+
+
+@pytest.mark.parametrize("part_bytes", [1, 97, 300, 10_000])
+def test_log_parts_cut_at_line_ends_without_reading_the_log(tmp_path, part_bytes):
+    """Parts are contiguous runs of whole lines covering the file; read one after another
+    they give exactly the whole log."""
+    from kinestream.io.logs import log_parts
+
+    path = tmp_path / "log.jsonl"
+    lines = [json.dumps({"t": t, "topic": "vehicles/a/speed", "payload": "1"}) for t in range(50)]
+    path.write_text("\n".join(lines))  # no newline at the end
+    data = path.read_bytes()
+    parts = log_parts(path, part_bytes)
+    assert parts[0].start == 0
+    assert parts[-1].end == len(data)
+    assert all(a.end == b.start for a, b in pairwise(parts))
+    assert all(data[p.start - 1 : p.start] == b"\n" for p in parts[1:])
+    got = [message for part in parts for message in LogReader(path, part)]
+    assert got == list(LogReader(path))
+    if part_bytes == 1:
+        assert len(parts) == len(lines)  # every cut falls in a line: one line a part

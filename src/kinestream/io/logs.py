@@ -19,6 +19,7 @@ import binascii
 import gzip
 import io
 from collections.abc import Generator, Iterator, Sequence
+from itertools import pairwise
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal, NamedTuple, Self, cast
@@ -40,6 +41,7 @@ __all__ = [
     "MessageBlock",
     "SampleColumns",
     "decode_sample_columns",
+    "log_parts",
     "log_ranges",
     "open_binary",
     "payload_bytes",
@@ -211,6 +213,22 @@ def log_ranges(path: Path, chunk_bytes: int) -> list[LogRange]:
             start += len(block)
             first_line += count_newlines(block)
     return ranges
+
+
+def log_parts(path: Path, part_bytes: int) -> list[LogRange]:
+    """Cut a log into runs of whole lines of about ``part_bytes`` each, without reading it:
+    a seek and a ``readline`` per cut. Line numbers are not known here: each part's
+    ``first_line`` is 1 (numbered from its own start)."""
+    size = path.stat().st_size
+    cuts = [0]
+    with path.open("rb") as file:
+        while cuts[-1] + part_bytes < size:
+            file.seek(cuts[-1] + part_bytes)
+            file.readline()  # to the end of the line the cut fell in
+            cuts.append(min(file.tell(), size))
+    if cuts[-1] < size:
+        cuts.append(size)
+    return [LogRange(start, end, 1) for start, end in pairwise(cuts) if end > start]
 
 
 def count_newlines(data: bytes) -> int:
