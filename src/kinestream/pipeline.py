@@ -32,12 +32,13 @@ from kinestream.io.metrics import Metrics
 from kinestream.io.payloads import (
     decode_single_sample,
     decode_speed_payload,
-    vehicle_id_from_topic,
+    parse_vehicle_id,
 )
 from kinestream.vehicles import VehicleBook
 
 log = logging.getLogger(__name__)
-VEHICLE_ID_CACHE_LIMIT = 65_536  # topic -> vehicle id of valid topics (a fleet repeats them)
+# topic -> vehicle id of valid topics (a fleet repeats them); ~85 B each plus the topic text
+VEHICLE_ID_CACHE_LIMIT = 65_536
 
 # A received message: (topic, payload, qos, redelivered), as the MQTT link hands them over.
 Message = tuple[str, bytes, int, bool]
@@ -145,13 +146,15 @@ class Pipeline:
         self, topic: str, payload: bytes, received_at: float, redelivered: bool
     ) -> None:
         """Any message: unknown topics, new or evicted vehicles, arrays, errors, ..."""
-        vehicle_id = vehicle_id_from_topic(topic, self.prefix)
-        if type(vehicle_id) is not str:
-            self.dead_letter(vehicle_id, topic, payload, received_at)
-            return
-        if len(self._vehicle_ids) >= VEHICLE_ID_CACHE_LIMIT:
-            self._vehicle_ids.clear()
-        self._vehicle_ids[topic] = vehicle_id
+        vehicle_id = self._vehicle_ids.get(topic)
+        if vehicle_id is None:
+            vehicle_id = parse_vehicle_id(topic, self.prefix)
+            if type(vehicle_id) is not str:
+                self.dead_letter(vehicle_id, topic, payload, received_at)
+                return
+            if len(self._vehicle_ids) >= VEHICLE_ID_CACHE_LIMIT:
+                self._vehicle_ids.clear()
+            self._vehicle_ids[topic] = vehicle_id
         readings, rejections = decode_speed_payload(
             payload,
             vehicle_id,
