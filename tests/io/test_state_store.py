@@ -38,6 +38,16 @@ def test_save_load_upsert_delete(tmp_path):
     store.close()
 
 
+def test_load_carries_the_callers_id_string(tmp_path):
+    """A vehicle resumed from the store keeps one copy of its id in memory (the caller's),
+    not a second one read from SQLite."""
+    store = StateStore(tmp_path)
+    store.save([vehicle("truck-7")])
+    asked = "".join(["truck", "-7"])  # equal, but not the string that was saved
+    assert store.load(asked).vehicle_id is asked
+    store.close()
+
+
 def test_wal_generation_is_committed_with_the_checkpoint(tmp_path):
     """The covered-log number survives reopening; 0 (replay everything) when never saved."""
     store = StateStore(tmp_path)

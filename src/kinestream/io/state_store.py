@@ -136,16 +136,18 @@ class StateStore:
         return int(row[0]) if row else 0
 
     def load(self, vehicle_id: str) -> StoredVehicle | None:
+        """The vehicle's saved state, carrying the caller's ``vehicle_id`` string itself: a
+        resumed vehicle then keeps one copy of its id, not SQLite's too (56 B each)."""
         row = (
             self._connection()
             .execute(
-                "SELECT vehicle_id, state, last_record, last_ts, received_at FROM vehicles "
+                "SELECT state, last_record, last_ts, received_at FROM vehicles "
                 "WHERE vehicle_id = ?",
                 (vehicle_id,),
             )
             .fetchone()
         )
-        return StoredVehicle(*row) if row else None
+        return StoredVehicle(vehicle_id, *row) if row else None
 
     def recent(self, limit: int) -> Iterator[StoredVehicle]:
         """Vehicles whose last reading arrived most recently first (what to load on start)."""
