@@ -97,7 +97,7 @@ _Unit = Literal["m/s", "km/h", "mph", "kn"]  # SpeedUnit's values (a test keeps 
 class _CommonSpeed(msgspec.Struct, gc=False):
     """The common payload, ``{"ts": <number>, "speed": <number>, "unit": <text>}`` (ts and
     unit optional): the fields of ``payloads._SpeedObject`` with a numeric ts and a known unit
-    only. Units decode to the literal's own (interned, pre-hashed) strings."""
+    only (the decoder checks the unit against the literal's values)."""
 
     speed: float
     ts: float | None = None
