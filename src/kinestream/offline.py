@@ -89,6 +89,8 @@ CSV_SUFFIXES = (".csv",)
 DEFAULT_MAX_FUTURE_S = 10.0
 _RECEIVE_TIME_FLAGS = (RECEIVE_TIME_FLAG,)
 _ROWS_PER_WRITE = 65_536  # kinematics rows encoded per call when writing columns
+# Forking encoders costs ~0.1 s (page tables, pipes): worth it from ~250k rows (0.25 s encoding).
+_SLICES_WORTH_FORKING = 4
 _UNSEEN = -2  # a topic not seen yet in this input (-1: a refused topic)
 # Parallel decoding: parts of about this many bytes (~100k lines), for logs of at least two.
 _PART_BYTES = 16 * 1024 * 1024
@@ -622,7 +624,8 @@ def _write_rows(result: BatchResult, sink: ColumnsSink, jobs: int) -> None:
     > 1 and many rows, the slices are encoded by forked workers (encoding is most of it)."""
     order = result.input_order()
     slices = [(start, start + _ROWS_PER_WRITE) for start in range(0, len(order), _ROWS_PER_WRITE)]
-    if jobs > 1 and len(slices) > 1 and "fork" in multiprocessing.get_all_start_methods():
+    parallel = jobs > 1 and len(slices) >= _SLICES_WORTH_FORKING
+    if parallel and "fork" in multiprocessing.get_all_start_methods():
         _write_rows_in_parallel(result, order, sink, slices, jobs)
         return
     for start, stop in slices:
