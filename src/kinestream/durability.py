@@ -16,12 +16,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from kinestream.core.records import Kinematics
 from kinestream.io.metrics import Metrics
 from kinestream.io.state_store import SaveTransaction, StateStore
-from kinestream.io.wal import ReplayReport, WriteAheadLog
+from kinestream.io.wal import ReplayReport, WalEntry, WriteAheadLog
 from kinestream.pipeline import Pipeline, kinematics_json
 from kinestream.vehicles import Snapshot, VehicleBook
 
@@ -195,6 +196,10 @@ def _record_json(record: Kinematics | bytes | None) -> bytes | None:
     return record if record is None or type(record) is bytes else kinematics_json(record)
 
 
+def _replay_one(pipeline: Pipeline, entry: WalEntry) -> None:
+    pipeline.handle(entry.topic, entry.payload, entry.received_at, entry.redelivered)
+
+
 def recover(
     store: StateStore,
     wal: WriteAheadLog,
@@ -214,11 +219,9 @@ def recover(
             break  # ordered by arrival: the rest are idle too; they resume on demand
         book.restore(stored)
         restored += 1
-    entries, report = wal.replay(store.wal_generation())
     pipeline.observe_latency = False
     try:
-        for entry in entries:
-            pipeline.handle(entry.topic, entry.payload, entry.received_at, entry.redelivered)
+        report = wal.replay_each(store.wal_generation(), partial(_replay_one, pipeline))
     finally:
         pipeline.observe_latency = True
     if report.torn_bytes_dropped:

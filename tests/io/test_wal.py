@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kinestream.config import WalFsync
+from kinestream.io import wal as wal_module
 from kinestream.io.wal import (
     WalEntry,
     WriteAheadLog,
@@ -89,6 +90,37 @@ def test_segments_replay_after_restart_and_torn_tail_is_truncated(tmp_path):
     again, report_again = restarted.replay(from_generation=0)
     assert len(again) == 5
     assert report_again.torn_bytes_dropped == 0
+
+
+def test_replay_each_hands_over_each_entry_before_decoding_the_next(tmp_path, monkeypatch):
+    """A restart handles the log one entry at a time (never every logged message at once),
+    in order across segments, and still cuts a torn tail off."""
+    wal = WriteAheadLog(tmp_path, WalFsync.NEVER)
+    for segment in range(2):
+        wal.open_next()
+        for i in range(3):
+            wal.append(100.0 + i, f"vehicles/v{segment}/speed", f"{segment}.{i}".encode())
+        wal.write_pending()
+    with segment_path(tmp_path, wal.generation).open("ab") as handle:
+        handle.write(encode_record(200.0, "vehicles/x/speed", b"torn")[:9])
+    wal.close()
+
+    decoded = []
+    records = wal_module.iter_records
+
+    def counting_iter_records(data):
+        for entry, end in records(data):
+            decoded.append(entry.payload)
+            yield entry, end
+
+    handled = []
+    monkeypatch.setattr(wal_module, "iter_records", counting_iter_records)
+    report = WriteAheadLog(tmp_path, WalFsync.NEVER).replay_each(
+        0, lambda entry: handled.append((entry.payload, len(decoded)))
+    )
+    payloads = [b"0.0", b"0.1", b"0.2", b"1.0", b"1.1", b"1.2"]
+    assert handled == [(payload, n) for n, payload in enumerate(payloads, start=1)]
+    assert (report.entries, report.torn_bytes_dropped) == (6, 9)
 
 
 def test_unwritten_buffer_is_not_on_disk(tmp_path):
