@@ -597,7 +597,10 @@ class MqttLink:
                 pass
         if len(self._backlog) == self._backlog.maxlen:
             self.backlog_dropped += 1
-        self._backlog.append((topic, payload, qos, retain))
+        # A copy of exactly its size: orjson's bytes keep a 4 KB buffer each, and up to
+        # BACKLOG_LIMIT of them wait here (measured: recovering 300 000 logged messages
+        # before connecting held +597 MB, +215 MB with the copy).
+        self._backlog.append((topic, bytes(memoryview(payload)), qos, retain))
         return False
 
     def _window_freed(self) -> None:
