@@ -72,6 +72,37 @@ def test_batch_equals_stream(method, bound_s, readings, finish):
         assert duplicates == (0 if code is None else int(batch.duplicates[code]))
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("finish", [True, False])
+def test_many_harsh_events_per_vehicle_equal_the_stream(method, finish):
+    """Dozens of harsh events of both kinds per vehicle, some cut by stops and gaps, with
+    peaks that differ from event to event: the batch's events (peaks included) are the
+    stream's."""
+    rng = random.Random(4)
+    readings = []
+    for vehicle_id in VEHICLES[:2]:
+        ts, speed_mps = T0, 0.0
+        for cycle in range(40):
+            surge_mps2 = rng.uniform(3.0, 6.0)  # 0.3-0.6 g: around the entry threshold
+            for step_s in range(rng.randint(2, 5)):
+                speed_mps += surge_mps2 * (1.0 + 0.2 * math.sin(step_s))
+                readings.append(Reading(vehicle_id, ts, speed_mps))
+                ts += 1.0
+            for _ in range(rng.randint(2, 5)):
+                speed_mps = max(0.0, speed_mps - rng.uniform(3.0, 6.5))
+                readings.append(Reading(vehicle_id, ts, speed_mps))
+                ts += 1.0
+            if cycle % 7 == 6:  # a long gap now and then: a restart cuts what is going on
+                ts += 600.0
+    stream = run_stream(params_for(method), readings, finish)
+    batch = run_batch(params_for(method), readings, finish)
+    for vehicle_id in VEHICLES[:2]:
+        expected = per_vehicle(stream, HarshEvent, vehicle_id)
+        assert len(expected) >= 20
+        assert {e.type for e in expected} == {"harsh_acceleration", "harsh_braking"}
+        assert same_records(expected, per_vehicle(batch.events, HarshEvent, vehicle_id))
+
+
 def _key(rejection: Rejection) -> tuple[float, str]:
     return (-math.inf if rejection.ts is None else rejection.ts, rejection.message)
 

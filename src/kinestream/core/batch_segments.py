@@ -257,10 +257,31 @@ def segment_harsh(block: Block, trip_breaks: IntArray, finish: bool, p: Prepared
     first, last = first[reported][order], last[reported][order]
     accelerating = accelerating[reported][order]
     origin = origin[reported][order]
-    peak = np.empty(len(first))
-    for k, (a, b, up) in enumerate(zip(first, last, accelerating, strict=True)):
-        peak[k] = accel_mps2[a : b + 1].max() if up else accel_mps2[a : b + 1].min()
+    peak = _segment_peaks(accel_mps2, first, last, accelerating)
     return HarshSpans(accelerating, first, last, ts[origin], speed_mps[origin], peak)
+
+
+def _segment_peaks(
+    accel_mps2: FloatArray, first: IntArray, last: IntArray, accelerating: BoolArray
+) -> FloatArray:
+    """Per event, the highest (accelerating) or lowest (braking) value in [first, last].
+
+    One ``reduceat`` per direction over the bounds ``first, last + 1`` interleaved: the
+    even results are the events, the odd ones the stretches between them (dropped). No NaN
+    can be inside an event: every reading of one is beyond the exit threshold.
+    """
+    peak = np.empty(first.shape[0])
+    if not first.shape[0]:
+        return peak
+    padded = np.append(accel_mps2, 0.0)  # so that an event's ``last + 1`` may be the end
+    for reduce, chosen in ((np.maximum, accelerating), (np.minimum, ~accelerating)):
+        if not chosen.any():
+            continue
+        bounds = np.empty(2 * int(np.count_nonzero(chosen)), dtype=np.intp)
+        bounds[0::2] = first[chosen]
+        bounds[1::2] = last[chosen] + 1
+        peak[chosen] = reduce.reduceat(padded, bounds)[0::2]
+    return peak
 
 
 def _harsh_runs(
