@@ -327,13 +327,13 @@ def test_stack_without_docker_shows_live_numbers(compose, tmp_path):
     """The compose services' own commands, run here as processes (Mosquitto with the
     container config, `kinestream run` with the compose environment, the simulator's replays)
     make a live fleet: every replayed vehicle is tracked and the dashboard's series move."""
-    from kinestream.cli import COMMAND_MODULES
+    from kinestream.commands import SUMMARIES
     from kinestream.io.broker import find_mosquitto, free_port
 
     binary = find_mosquitto()
     if binary is None:
         pytest.skip("mosquitto not installed (Debian package mosquitto; .ci/run installs it)")
-    if "replay" not in COMMAND_MODULES:
+    if "replay" not in SUMMARIES:
         pytest.skip("the simulator needs `kinestream replay`, which is not registered yet")
     broker_port, metrics_port = free_port(), free_port()
     config = tmp_path / "mosquitto.conf"

@@ -38,8 +38,14 @@ from pydantic_settings import (
 from kinestream.core.params import EstimatorParams, Method, TrackerParams
 from kinestream.core.units import SpeedUnit
 from kinestream.errors import UsageError
+from kinestream.io.payloads import (
+    DEFAULT_MAX_FUTURE_S,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_TOPIC_PREFIX,
+    DEFAULT_UNIT,
+)
+from kinestream.settings_env import ENV_PREFIX
 
-ENV_PREFIX = "KINESTREAM_"
 MQTT_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 # A topic level and a client id must not contain MQTT wildcards or separators.
 _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
@@ -78,7 +84,7 @@ class _Section(BaseModel):
 class MqttSettings(_Section):
     broker: BrokerUrl = AnyUrl("mqtt://localhost:1883")
     client_id: str = Field(default_factory=default_client_id, min_length=1, max_length=128)
-    topic_prefix: str = "vehicles"
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
     service_prefix: str = "kinestream"
     username: str | None = None
     password: SecretStr | None = None
@@ -94,7 +100,7 @@ class MqttSettings(_Section):
     reconnect_initial_s: Positive = 0.5
     reconnect_max_s: Positive = 30.0
     state_publish_interval_s: NonNegative = 1.0
-    max_payload_bytes: int = Field(default=65536, ge=16)
+    max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=16)
 
     @field_validator("topic_prefix", "service_prefix")
     @classmethod
@@ -212,8 +218,8 @@ class TrackerSettings(_Section):
     """Everything ``TrackerParams`` takes, plus the two facts only the daemon knows."""
 
     method: Method = _ESTIMATOR_DEFAULTS.method
-    default_unit: SpeedUnit = SpeedUnit.METRES_PER_SECOND
-    max_future_s: NonNegative = 10.0
+    default_unit: SpeedUnit = DEFAULT_UNIT
+    max_future_s: NonNegative = DEFAULT_MAX_FUTURE_S
     tick_interval_s: Positive = 1.0
     # Defaults below come from the core's params so that they are stated (and tuned) once.
     kalman_jerk_psd_m2ps5: Positive = _ESTIMATOR_DEFAULTS.kalman_jerk_psd_m2ps5

@@ -56,7 +56,10 @@ from kinestream.io.logs import (
     payload_bytes,
 )
 from kinestream.io.payloads import (
+    DEFAULT_MAX_FUTURE_S,
     DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_TOPIC_PREFIX,
+    DEFAULT_UNIT,
     RECEIVE_TIME_FLAG,
     Sample,
     decode_single_sample,
@@ -86,7 +89,6 @@ FloatArray = npt.NDArray[np.float64]
 
 LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".log")
 CSV_SUFFIXES = (".csv",)
-DEFAULT_MAX_FUTURE_S = 10.0
 _RECEIVE_TIME_FLAGS = (RECEIVE_TIME_FLAG,)
 _ROWS_PER_WRITE = 65_536  # kinematics rows encoded per call when writing columns
 # Forking encoders costs ~0.1 s (page tables, pipes): worth it from ~250k rows (0.25 s encoding).
@@ -101,8 +103,8 @@ class InputOptions:
     """How inputs are read (the CSV options apply to every CSV input)."""
 
     csv: CsvOptions = field(default_factory=CsvOptions)
-    default_unit: SpeedUnit = SpeedUnit.METRES_PER_SECOND
-    topic_prefix: str = "vehicles"
+    default_unit: SpeedUnit = DEFAULT_UNIT
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     max_future_s: float = DEFAULT_MAX_FUTURE_S
 

@@ -1,5 +1,6 @@
 """`kinestream process`: inputs, summaries, output files, counting, and exit codes."""
 
+import argparse
 import csv
 import json
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kinestream.cli import main
+from kinestream.commands.process import load_command_settings
 from kinestream.offline import InputOptions, process_inputs
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -383,3 +385,30 @@ def test_corrupt_gzip_input_exits_1_with_one_line(capsys, tmp_path, content):
     assert code == 1
     assert out == ""
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("method", [None, "polyfit"])
+def test_without_config_or_variables_the_settings_are_the_configurations(monkeypatch, method):
+    """No --config and no KINESTREAM_* variable: the settings process uses without loading
+    the configuration are the ones the configuration gives (its defaults are the same)."""
+    for name in list(os.environ):
+        if name.upper().startswith("KINESTREAM_"):
+            monkeypatch.delenv(name)
+    args = argparse.Namespace(config=None, method=method)
+    without = load_command_settings(args)
+    monkeypatch.setenv("KINESTREAM_LOG_LEVEL", "info")  # any variable: the configuration is read
+    assert load_command_settings(args) == without
+    assert without.params.estimator.method.value == (method or "kalman")
+
+
+def test_environment_variables_configure_process(capsys, monkeypatch, ramp_log):
+    """KINESTREAM_TRACKER__METHOD applies to process as to run; --method wins over it."""
+    _, kalman, _ = run_cli(capsys, "process", str(ramp_log), "--summary")
+    _, difference, _ = run_cli(
+        capsys, "process", str(ramp_log), "--summary", "--method", "difference"
+    )
+    assert kalman != difference
+    monkeypatch.setenv("KINESTREAM_TRACKER__METHOD", "difference")
+    assert run_cli(capsys, "process", str(ramp_log), "--summary")[1] == difference
+    flagged = run_cli(capsys, "process", str(ramp_log), "--summary", "--method", "kalman")
+    assert flagged[1] == kalman

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from kinestream.commands import SUMMARIES
 from kinestream.commands.arguments import positive_seconds, whole_number
 from kinestream.demo import DemoOptions, run_demo
 from kinestream.io.mqtt import quiet_mqtt_library_logs
@@ -18,7 +19,7 @@ from kinestream.io.mqtt import quiet_mqtt_library_logs
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run everything locally: broker, simulated fleet, daemon, live table",
+        help=SUMMARIES["demo"],
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kinestream.commands import SUMMARIES
 from kinestream.commands.process import (
     add_input_arguments,
     add_settings_arguments,
@@ -27,7 +28,7 @@ from kinestream.plot import describe_trips, render_png, select_view
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "plot",
-        help="draw speed, acceleration and distance of one vehicle to a PNG",
+        help=SUMMARIES["plot"],
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.output.name.lower().endswith(".png"):
         raise UsageError(f"-o {args.output}: the figure is written as PNG, name it *.png")
     settings = load_command_settings(args)
-    params = settings.tracker.to_params()
+    params = settings.params
     records: list[Record] = []
     keep = _keep_for(args.vehicle, records)
     result = process_inputs(
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         records,
         vehicle_id=args.vehicle,
         trip_id=args.trip,
-        method=settings.tracker.method.value,
+        method=params.estimator.method.value,
         params=params,
     )
     try:

@@ -13,15 +13,15 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from kinestream.config import Settings, load_settings
-from kinestream.core.params import Method
+from kinestream.commands import SUMMARIES
+from kinestream.core.params import EstimatorParams, Method, TrackerParams
 from kinestream.core.units import SpeedUnit, parse_unit
 from kinestream.errors import KinestreamError, UsageError
 from kinestream.io.csv_input import EPOCH_2000_S, CsvOptions, default_vehicle_id
@@ -39,16 +39,16 @@ from kinestream.offline import (
     input_kind,
     process_inputs,
 )
+from kinestream.settings_env import has_settings_variables
 
 _SHOWN_PROBLEMS = 5
 _BAR_WIDTH = 30
-DEFAULT_UNIT = SpeedUnit.METRES_PER_SECOND
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "process",
-        help="process recorded logs (.jsonl) or CSV files offline",
+        help=SUMMARIES["process"],
         description=(
             "Run recorded logs or CSV files through the daemon's computation, offline. "
             "-o OUT writes the kinematics records (JSON Lines, or CSV when OUT ends in .csv); "
@@ -81,10 +81,36 @@ def add_settings_arguments(parser: argparse.ArgumentParser, config_help: str) ->
     parser.add_argument("--config", type=Path, metavar="FILE", help=config_help)
 
 
-def load_command_settings(args: argparse.Namespace) -> Settings:
-    """The configuration file (and KINESTREAM_* variables) with ``--method`` over them."""
+@dataclass(frozen=True, slots=True)
+class CommandSettings:
+    """What the offline commands take from the configuration."""
+
+    params: TrackerParams
+    inputs: InputOptions  # unit, topic prefix, payload and future bounds (CSV: defaults)
+
+
+def load_command_settings(args: argparse.Namespace) -> CommandSettings:
+    """The configuration file (and KINESTREAM_* variables) with ``--method`` over them.
+
+    With neither, the defaults are the core's and the inputs' own (which config.py's are
+    made of): the validating configuration, pydantic, ~0.2 s of start-up, is not loaded.
+    """
+    if args.config is None and not has_settings_variables():
+        method = Method(args.method) if args.method else EstimatorParams().method
+        return CommandSettings(
+            TrackerParams(estimator=EstimatorParams(method=method)), InputOptions()
+        )
+    from kinestream.config import load_settings
+
     overrides = {"tracker": {"method": args.method}} if args.method else None
-    return load_settings(args.config, overrides)
+    settings = load_settings(args.config, overrides)
+    inputs = InputOptions(
+        default_unit=settings.tracker.default_unit,
+        topic_prefix=settings.mqtt.topic_prefix,
+        max_payload_bytes=settings.mqtt.max_payload_bytes,
+        max_future_s=settings.tracker.max_future_s,
+    )
+    return CommandSettings(settings.tracker.to_params(), inputs)
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("nothing to do: give -o OUT and/or --summary")
     settings = load_command_settings(args)
     options = input_options(args, settings)
-    params = settings.tracker.to_params()
+    params = settings.params
     _warn_shared_default_ids(args.inputs, args.vehicle_id)
     progress = _Progress(sum(p.stat().st_size for p in args.inputs)) if _is_tty() else None
     try:
@@ -145,10 +171,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def input_options(args: argparse.Namespace, settings: Settings | None = None) -> InputOptions:
+def input_options(
+    args: argparse.Namespace, settings: CommandSettings | None = None
+) -> InputOptions:
     """The inputs' options from ``add_input_arguments`` flags, over the configuration's."""
-    tracker = settings.tracker if settings else None
-    default_unit = args.default_unit or (tracker.default_unit if tracker else DEFAULT_UNIT)
+    configured = settings.inputs if settings else InputOptions()
+    default_unit = args.default_unit or configured.default_unit
     csv_options = CsvOptions(
         time_column=args.time_column,
         speed_column=args.speed_column,
@@ -158,14 +186,7 @@ def input_options(args: argparse.Namespace, settings: Settings | None = None) ->
         time_origin_s=args.time_origin,
         default_unit=default_unit,
     )
-    options = InputOptions(csv=csv_options, default_unit=default_unit)
-    if settings is not None:
-        options = replace(
-            options,
-            topic_prefix=settings.mqtt.topic_prefix,
-            max_payload_bytes=settings.mqtt.max_payload_bytes,
-            max_future_s=settings.tracker.max_future_s,
-        )
+    options = replace(configured, csv=csv_options, default_unit=default_unit)
     if args.topic_prefix:
         options = replace(options, topic_prefix=args.topic_prefix)
     return options

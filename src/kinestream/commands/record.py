@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from kinestream.commands import SUMMARIES
 from kinestream.commands.arguments import positive_seconds, whole_number
 from kinestream.commands.tool_client import check_broker_url, connect_tool_client
 from kinestream.errors import KinestreamError, UsageError
@@ -30,7 +31,7 @@ DEFAULT_TOPIC = "vehicles/+/speed"
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "record",
-        help="capture live MQTT messages to a recorded log (.jsonl)",
+        help=SUMMARIES["record"],
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

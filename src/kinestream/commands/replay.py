@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from kinestream.commands import SUMMARIES
 from kinestream.commands.arguments import positive_factor
 from kinestream.commands.process import add_input_arguments, input_options, report_problems
 from kinestream.commands.tool_client import check_broker_url, connect_tool_client
@@ -31,7 +32,7 @@ _BAR_WIDTH = 30
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "replay",
-        help="publish recorded logs or CSV files to a broker (QoS 1)",
+        help=SUMMARIES["replay"],
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

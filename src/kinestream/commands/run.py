@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from kinestream.commands import SUMMARIES
 from kinestream.config import Settings, load_settings
 from kinestream.io.eventloop import new_event_loop
 
@@ -29,7 +30,7 @@ FLAG_KEYS: dict[str, tuple[str, str]] = {
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
-        help="run the daemon: MQTT speed readings in, kinematics, trips and events out",
+        help=SUMMARIES["run"],
         description=(
             "Subscribe to {prefix}/+/speed and publish kinematics, trips, events and retained "
             "state per vehicle, with Prometheus metrics. Every key of the TOML config can also "

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from kinestream.commands import SUMMARIES
 from kinestream.commands.run import add_config_flags, settings_from_args
 from kinestream.errors import KinestreamError
 from kinestream.io.state_store import (
@@ -28,7 +29,7 @@ from kinestream.io.wal import list_generations, segment_path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "state",
-        help="list, show or reset vehicles saved by the daemon",
+        help=SUMMARIES["state"],
         description="Inspect or reset the daemon's saved per-vehicle state (daemon stopped).",
     )
     add_config_flags(parser)

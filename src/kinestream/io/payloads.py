@@ -25,7 +25,10 @@ from kinestream.core.records import Reading, Rejection, RejectReason
 from kinestream.core.units import MPS_PER_UNIT, SpeedUnit
 
 __all__ = [
+    "DEFAULT_MAX_FUTURE_S",
     "DEFAULT_MAX_PAYLOAD_BYTES",
+    "DEFAULT_TOPIC_PREFIX",
+    "DEFAULT_UNIT",
     "RECEIVE_TIME_FLAG",
     "Sample",
     "decode_single_sample",
@@ -37,7 +40,12 @@ __all__ = [
 ]
 
 RECEIVE_TIME_FLAG = "receive_time"
+# What inputs are held to unless configured (config.py's defaults are these, so that the
+# offline commands can run without loading the validating configuration).
 DEFAULT_MAX_PAYLOAD_BYTES = 65_536
+DEFAULT_TOPIC_PREFIX = "vehicles"  # topics are <prefix>/<vehicle id>/speed
+DEFAULT_MAX_FUTURE_S = 10.0  # event time allowed ahead of the receive time
+DEFAULT_UNIT = SpeedUnit.METRES_PER_SECOND  # of speeds whose payload names no unit
 
 # (ts, speed_mps, flags): what a Reading holds besides the vehicle id. The batch path keeps
 # these plain tuples, because building a frozen dataclass costs more than decoding the JSON.
