@@ -1,5 +1,7 @@
 """The daemon's hot path without a broker: one message in, the right messages out."""
 
+import sys
+
 import orjson
 import pytest
 from hypothesis import given
@@ -11,7 +13,7 @@ from kinestream.core.records import Kinematics
 from kinestream.io.metrics import Metrics
 from kinestream.io.state_store import StateStore
 from kinestream.pipeline import Pipeline, dead_letter_body, kinematics_json
-from kinestream.vehicles import VehicleBook
+from kinestream.vehicles import MaybeStored, VehicleBook
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -314,3 +316,39 @@ def test_an_internal_error_on_one_message_spares_the_rest_of_the_batch(harness):
     harness.pipeline.handle_batch([_message("a", T0 + 1, 2.0), _message("b", T0 + 1, 2.0)], T0 + 1)
     assert [k["ts"] for k in harness.on("vehicles/b/kinematics")] == [T0, T0 + 1]
     assert [k["ts"] for k in harness.on("vehicles/a/kinematics")] == [T0]
+
+
+def test_tables_are_compacted_after_evicting_a_large_share(tmp_path):
+    """Evicting a quarter of the residents (here 1 100 of 2 000, within one socket read's batch)
+    rebuilds the book's and the fleet's per-vehicle tables at the size their live entries
+    need, in place (the pipeline holds them through the batch), nothing lost."""
+    h = Harness(tmp_path, max_vehicles=2_000)
+    book = h.book
+    arrived = book.arrived
+    h.pipeline.handle_batch([_message(f"a{i}", T0, 10.0) for i in range(2_000)], T0)
+    h.pipeline.handle_batch([_message(f"b{i}", T0 + 1, 10.0) for i in range(1_100)], T0 + 1)
+    for _ in range(6):  # one table per eviction pass; nothing is idle here
+        assert book.evict_idle(T0 + 1) == 0
+    tables = [
+        h.fleet.trackers_table(),
+        book.arrived,
+        book.latest_ts,
+        book.last_kinematics,
+    ]
+    for table in tables:
+        assert len(table) == 2_000
+        assert sys.getsizeof(table) == sys.getsizeof(dict(table))
+    assert book.arrived is arrived
+    assert book.evictions == 1_100
+    assert arrived["b1099"] == T0 + 1 and "a0" not in arrived
+    assert h.on("vehicles/b1099/kinematics")[-1]["speed_mps"] == pytest.approx(10.0)
+
+
+def test_maybe_stored_never_forgets_an_id():
+    """The store filter: every id added is "maybe" (a "no" skips the SQLite lookup)."""
+    ids = [f"vehicle-{i}" for i in range(20_000)]
+    maybe = MaybeStored(ids[:10_000])
+    maybe.update(ids[10_000:])
+    assert all(vehicle_id in maybe for vehicle_id in ids)
+    never_stored = [f"other-{i}" for i in range(20_000)]
+    assert sum(vehicle_id in maybe for vehicle_id in never_stored) < 1_000

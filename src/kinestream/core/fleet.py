@@ -81,6 +81,10 @@ class Fleet:
         tracker.import_state(blob)
         self._trackers[vehicle_id] = tracker
 
+    def trackers_table(self) -> dict[str, Tracker]:
+        """The vehicle id -> tracker dict itself (the daemon compacts it after evictions)."""
+        return self._trackers
+
     def evict(self, vehicle_id: str) -> bytes:
         """Drop the vehicle from memory and return its state (``import_state`` resumes it)."""
         return self._trackers.pop(vehicle_id).export_state()
