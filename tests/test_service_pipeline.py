@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kinestream import pipeline as pipeline_module
 from kinestream.config import load_settings
 from kinestream.core.fleet import Fleet
 from kinestream.core.records import Kinematics
@@ -352,3 +353,19 @@ def test_maybe_stored_never_forgets_an_id():
     assert all(vehicle_id in maybe for vehicle_id in ids)
     never_stored = [f"other-{i}" for i in range(20_000)]
     assert sum(vehicle_id in maybe for vehicle_id in never_stored) < 1_000
+
+
+def test_topic_cache_keeps_residents_when_strangers_fill_it(tmp_path, monkeypatch):
+    """Past its limit the topic cache drops only non-residents' topics: clearing it all made
+    a fleet larger than the cache miss on every message."""
+    monkeypatch.setattr(pipeline_module, "VEHICLE_ID_CACHE_HEADROOM", 5)
+    h = Harness(tmp_path, max_vehicles=10)
+    residents = [f"v{i}" for i in range(10)]
+    for vehicle in residents:
+        h.send(vehicle, T0, 10.0)
+    for i in range(20):  # valid topics, payloads rejected: never residents
+        h.pipeline.handle(f"vehicles/w{i}/speed", b"not json", T0)
+    cache = h.pipeline._vehicle_ids
+    assert len(cache) <= 10 + 5
+    assert {f"vehicles/{v}/speed" for v in residents} <= cache.keys()
+    assert h.metrics.dead_letters["malformed_payload"] == 20

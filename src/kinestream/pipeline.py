@@ -37,8 +37,10 @@ from kinestream.io.payloads import (
 from kinestream.vehicles import VehicleBook
 
 log = logging.getLogger(__name__)
-# topic -> vehicle id of valid topics (a fleet repeats them); ~85 B each plus the topic text
-VEHICLE_ID_CACHE_LIMIT = 65_536
+# topic -> vehicle id of valid topics (a fleet repeats them); ~85 B each plus the topic text.
+# Room for every resident vehicle plus this many others (topics that never became a resident,
+# vehicles evicted since): when full, only the residents' entries are kept.
+VEHICLE_ID_CACHE_HEADROOM = 65_536
 
 # A received message: (topic, payload, qos, redelivered), as the MQTT link hands them over.
 Message = tuple[str, bytes, int, bool]
@@ -77,6 +79,7 @@ class Pipeline:
         self.clock = clock
         self.observe_latency = True  # off while replaying the log (old receive times)
         self._vehicle_ids: dict[str, str] = {}  # topic -> its valid vehicle id
+        self._vehicle_id_limit = book.max_vehicles + VEHICLE_ID_CACHE_HEADROOM
 
     # Input ------------------------------------------------------------------------------
     def handle(
@@ -152,8 +155,8 @@ class Pipeline:
             if type(vehicle_id) is not str:
                 self.dead_letter(vehicle_id, topic, payload, received_at)
                 return
-            if len(self._vehicle_ids) >= VEHICLE_ID_CACHE_LIMIT:
-                self._vehicle_ids.clear()
+            if len(self._vehicle_ids) >= self._vehicle_id_limit:
+                self._keep_residents_topics()
             self._vehicle_ids[topic] = vehicle_id
         readings, rejections = decode_speed_payload(
             payload,
@@ -183,6 +186,18 @@ class Pipeline:
                     continue
             records = update(reading)
             self._records(vehicle_id, reading.ts, records, topic, payload, received_at, redelivered)
+
+    def _keep_residents_topics(self) -> None:
+        """Drop the cached topics of vehicles not in memory (evicted, or never accepted).
+
+        Clearing it all instead made a fleet larger than the cache miss on every message
+        (round robin over 100k topics never hits a cache emptied every 65k). Residents are at
+        most ``max_vehicles``, so each pass frees at least the headroom: amortised O(1)."""
+        arrived = self.book.arrived
+        cache = self._vehicle_ids
+        residents = {topic: vid for topic, vid in cache.items() if vid in arrived}
+        cache.clear()  # the same dict: handle_batch holds a reference to it
+        cache.update(residents)
 
     def _records(  # noqa: PLR0917 (the message's context, for dead letters)
         self,
