@@ -1,4 +1,4 @@
-"""The daemon's event loop: while input keeps coming, it is picked up once per millisecond.
+"""The daemon's event loop: while input keeps coming, it is picked up at most every 0.2 ms.
 
 Every event-loop pass that finds input pays the same fixed costs whatever it carries: the
 wake-up from ``epoll``, the socket read, the callbacks it schedules, the write-ahead-log write
@@ -22,7 +22,11 @@ import selectors
 import time
 from collections.abc import Callable
 
-COALESCE_S = 0.001  # a thousand input batches per second at most: ~16 readings each at 16k/s
+# 0.2 ms, not 1 ms (measured on the quiet 2-core VM, 2 runs each, benchmarks/RESULTS.md §16):
+# at 24k readings/s offered, 1 ms gave p99 36-77 ms, 0.5 ms 12-36 ms, 0.2 ms 3.9-4.6 ms and
+# none 6-16 ms (CPU 25.7 / 26-29 / 27-28 / 31 us per reading). 1 ms saved more CPU at 3k/s
+# (82 against 140 us per reading) but at half the maximum rate it made the latency tail.
+COALESCE_S = 0.0002
 
 
 class CoalescingSelector(selectors.DefaultSelector):
