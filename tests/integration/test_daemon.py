@@ -181,7 +181,9 @@ def test_kill_minus_9_mid_stream_loses_and_doubles_nothing(
             daemons.append(victim.start())
             if uncovered:
                 return
-            wait_online(observers[0], after=online_before - 1)
+            # Online again before the next kill: a daemon killed before it connected has
+            # no will registered, and the next attempt would wait for an offline that never comes.
+            wait_online(observers[0], after=online_before)
         raise AssertionError("never killed the daemon with uncovered readings in its log")
 
     crash_scenario(own_mqtt_broker, tmp_path, daemons, observers, kill_and_restart)
