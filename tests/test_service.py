@@ -20,22 +20,29 @@ from kinestream.service import TICK_SLICE, WORK_SLICE, Service
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
+def _service_with_silent_vehicles(tmp_path: Path, vehicles: int) -> Service:
+    """A built service (inside a running loop) whose vehicles each sent five readings and
+    then fell silent 5 minutes ago: every one is due at the next tick."""
+    settings = load_settings(
+        overrides={"state": {"dir": str(tmp_path)}, "metrics": {"enabled": False}}
+    )
+    service = Service(settings)
+    service._build()
+    arrived = time.time() - 300.0
+    for v in range(vehicles):
+        for i in range(5):
+            payload = orjson.dumps({"ts": arrived - 5 + i, "speed": 10.0})
+            service.pipeline.handle(f"vehicles/v{v}/speed", payload, arrived)
+    return service
+
+
 def test_sliced_tick_closes_the_trips_of_every_silent_vehicle(tmp_path):
     """More silent vehicles than one slice holds: one tick still closes every open trip
     (published once the broker is there; here they wait in the link's backlog)."""
     vehicles = 3 * WORK_SLICE + 7
-    settings = load_settings(
-        overrides={"state": {"dir": str(tmp_path)}, "metrics": {"enabled": False}}
-    )
 
     async def scenario() -> list[str]:
-        service = Service(settings)
-        service._build()
-        arrived = time.time() - 300.0  # their last readings came 5 minutes ago
-        for v in range(vehicles):
-            for i in range(5):
-                payload = orjson.dumps({"ts": arrived - 5 + i, "speed": 10.0})
-                service.pipeline.handle(f"vehicles/v{v}/speed", payload, arrived)
+        service = _service_with_silent_vehicles(tmp_path, vehicles)
         await service._tick()
         trips = [t for t, _p, _q, _r in service.link._backlog if t.endswith("/trips")]
         service.store.close()
@@ -50,18 +57,9 @@ def test_no_tick_step_ticks_more_than_a_tick_slice_of_vehicles(tmp_path):
     """A whole fleet silent at once: every vehicle is due, yet between two yields to the
     event loop the tick closes the trips of at most TICK_SLICE vehicles."""
     vehicles = 3 * WORK_SLICE + 7
-    settings = load_settings(
-        overrides={"state": {"dir": str(tmp_path)}, "metrics": {"enabled": False}}
-    )
 
     async def scenario() -> list[int]:
-        service = Service(settings)
-        service._build()
-        arrived = time.time() - 300.0
-        for v in range(vehicles):
-            for i in range(5):
-                payload = orjson.dumps({"ts": arrived - 5 + i, "speed": 10.0})
-                service.pipeline.handle(f"vehicles/v{v}/speed", payload, arrived)
+        service = _service_with_silent_vehicles(tmp_path, vehicles)
         trips_per_step = []
         tick = service._tick()
         while True:
