@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 import numpy as np
 import numpy.typing as npt
 
+from kinestream.core.arrays import FloatArray, IntArray
 from kinestream.core.fleet import Fleet
 from kinestream.core.params import TrackerParams
 from kinestream.core.records import (
@@ -84,8 +85,6 @@ __all__ = [
     "process_inputs",
 ]
 
-IntArray = npt.NDArray[np.intp]
-FloatArray = npt.NDArray[np.float64]
 
 LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".log")
 CSV_SUFFIXES = (".csv",)

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from kinestream.core.arrays import BoolArray, FloatArray, IntArray
 from kinestream.core.batch_plan import BatchInput, Plan, group_by_vehicle, plan_for, take
 from kinestream.core.batch_records import Part, stream_part, vectorised_part
 from kinestream.core.batch_result import BatchResult
@@ -42,10 +43,6 @@ from kinestream.core.validation import (
     step_bound_mps,
     step_rejection,
 )
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.intp]
-BoolArray = npt.NDArray[np.bool_]
 
 __all__ = ["BatchResult", "factorize", "process_batch", "process_batch_codes"]
 

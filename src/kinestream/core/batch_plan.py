@@ -6,15 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
+from kinestream.core.arrays import BoolArray, FloatArray, IntArray
 from kinestream.core.estimators import BatchEstimate, BatchFunction
 from kinestream.core.params import TrackerParams
 from kinestream.core.prepared import Prepared
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.intp]
-BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)

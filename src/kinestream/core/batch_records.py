@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from kinestream.core import batch_segments as seg
+from kinestream.core.arrays import FloatArray, IntArray
 from kinestream.core.batch_plan import BatchInput, Plan, take
 from kinestream.core.harsh import HARSH_ACCELERATION, HARSH_BRAKING
 from kinestream.core.integrator import segmented_compensated_cumsum
@@ -17,10 +17,6 @@ from kinestream.core.tracker import BRIDGED_GAP_FLAG, Tracker
 from kinestream.core.trips import trip_id_for
 from kinestream.core.units import STANDARD_GRAVITY_MPS2
 from kinestream.core.validation import CLAMPED_FLAG
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.intp]
-BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(slots=True)

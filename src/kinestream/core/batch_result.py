@@ -8,15 +8,11 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
-import numpy.typing as npt
 
+from kinestream.core.arrays import BoolArray, FloatArray, IntArray
 from kinestream.core.records import HarshEvent, Kinematics, Rejection, TripSummary
 from kinestream.core.tracker import BRIDGED_GAP_FLAG
 from kinestream.core.validation import CLAMPED_FLAG
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.intp]
-BoolArray = npt.NDArray[np.bool_]
 
 
 class KinematicsColumns(NamedTuple):

@@ -15,16 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from kinestream.core import trips as trip_rules
+from kinestream.core.arrays import BoolArray, FloatArray, IntArray
 from kinestream.core.batch_plan import Plan
 from kinestream.core.integrator import compensated_ranges, segmented_compensated_cumsum
 from kinestream.core.prepared import Prepared
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.intp]
-BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)

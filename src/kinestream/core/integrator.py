@@ -10,10 +10,8 @@ from __future__ import annotations
 from array import array
 
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.intp]
+from kinestream.core.arrays import FloatArray, IntArray
 
 
 def trapezoid_m(speed0_mps: float, speed1_mps: float, dt_s: float) -> float:

@@ -10,13 +10,9 @@ from __future__ import annotations
 from typing import NamedTuple, Protocol
 
 import numpy as np
-import numpy.typing as npt
 
+from kinestream.core.arrays import BoolArray, FloatArray
 from kinestream.core.params import EstimatorParams
-
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
-IntArray = npt.NDArray[np.intp]
 
 
 class Estimate(NamedTuple):

@@ -15,11 +15,10 @@ import math
 
 import numpy as np
 
+from kinestream.core.arrays import BoolArray, FloatArray
 from kinestream.core.estimators.base import (
     BatchEstimate,
-    BoolArray,
     Estimate,
-    FloatArray,
     Prediction,
     no_sigma,
 )

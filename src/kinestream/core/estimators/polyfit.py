@@ -21,12 +21,10 @@ from array import array
 
 import numpy as np
 
+from kinestream.core.arrays import BoolArray, FloatArray, IntArray
 from kinestream.core.estimators.base import (
     BatchEstimate,
-    BoolArray,
     Estimate,
-    FloatArray,
-    IntArray,
     Prediction,
     no_sigma,
 )
